@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine:
+#   make repro   create .venv if missing, then run the whole DVC pipeline on the embedded default
+#   make test    create .venv if missing, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= 1
+export DVC_NO_ANALYTICS ?= 1
+# the git the pipeline's stages see (dvc repro needs a repository; a tarball gets one made)
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup repro test test-fast lock mlflow-ui dag clean-runs
+
+$(BIN)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+setup: $(BIN)/.installed
+
+repro: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+dag: setup
+	$(BIN)/dvc dag
+
+mlflow-ui: setup
+	$(BIN)/python -m factory_sam3.tracking ui
+
+lock:
+	$(BIN)/python -m pip freeze --exclude pip-tools --exclude build --exclude pyproject_hooks --exclude wheel > requirements.lock.tmp
+	{ head -2 requirements.txt; cat requirements.lock.tmp; } > requirements.txt.new && mv requirements.txt.new requirements.txt && rm requirements.lock.tmp
+
+clean-runs:
+	rm -rf runs/

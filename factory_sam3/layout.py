@@ -1,0 +1,56 @@
+"""Where each stage reads and writes. One place for the paths and on-disk layouts that stages share.
+
+data/raw/  (fetch; every source is normalised to this layout)
+    categories.json              [{"id": 1, "name": "gripper", "supercategory": "tool"}, ...]
+    source.json                  {"source": "synthetic", ...}  what was fetched, for the record
+    videos/<video>.mp4           camera videos (any container OpenCV decodes: .mp4 .avi .mov .mkv)
+    frame_folders/<video>/*.jpg  sources that ship frames instead of videos (YouTube-VOS), sorted by name
+    video_annotations/<video>.json
+        {"video": "<video>", "width": W, "height": H, "num_frames": N,
+         "tracks": {"<track_id>": {"category": "gripper"}},
+         "frames": {"<source_frame_index>": {"<track_id>": <RLE {"size":[H,W],"counts":str} or polygon list>}}}
+        Frame indices are indices into the source video (or into the sorted frame folder). Only annotated
+        frames appear (sparse keyframes are fine); an annotated frame with no tracks ({}) is a negative.
+    images/<image>.jpg           still images (guide Script 1 layout) ...
+    masks/<image>_<class>.png    ... with one binary mask per class present (L-mode PNG, >127 = object)
+    image_annotations/<image>.json  alternative to masks/ for instance-level stills (Roboflow exports):
+        {"width": W, "height": H, "instances": [{"category": "screw", "segmentation": <RLE or polygons>}]}
+    groups.json (optional)       {"<image>": "<group>"}: stills that must share a split (same camera/session)
+    splits.json (optional)       {"<video or image>": "train|valid|test"}: splits fixed by the source (Roboflow)
+
+data/frames/  (extract_frames)
+    <video>/00000.jpg ...        every frame_interval-th frame, renumbered from 0
+    manifest.json                {"videos": {"<video>": {"source": "videos/<video>.mp4", "status": "ok"|"skipped",
+                                  "error": str|None, "fps": f, "frames": [{"file": "00000.jpg",
+                                  "source_index": k, "timestamp": seconds}]}}}
+
+data/splits.json  (to_coco)      {"<video or image>": "train"|"valid"|"test"} for every group; to_ytvis reuses it
+data/coco/<split>/_annotations.coco.json + the split's images beside it (split in train, valid, test)
+data/ytvis/<split>/annotations.json + <video>/00000.jpg ... beside it
+reports/validate.json  (validate)
+models/stage1/, models/stage2/  (training outputs); metrics/*.json; plots/*.csv
+"""
+
+from pathlib import Path
+
+DATA = Path("data")
+RAW = DATA / "raw"
+FRAMES = DATA / "frames"
+COCO = DATA / "coco"
+YTVIS = DATA / "ytvis"
+SPLITS_FILE = DATA / "splits.json"
+SPLITS = ("train", "valid", "test")
+COCO_ANNOTATIONS = "_annotations.coco.json"
+YTVIS_ANNOTATIONS = "annotations.json"
+VALIDATE_REPORT = Path("reports") / "validate.json"
+MODELS = Path("models")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+RUNS = Path("runs")  # git-ignored scratch: trainer logs and resumable checkpoints that outlive a killed stage
+
+CATEGORIES = [
+    {"id": 1, "name": "gripper", "supercategory": "tool"},
+    {"id": 2, "name": "part_A", "supercategory": "part"},
+    {"id": 3, "name": "defect", "supercategory": "quality"},
+    {"id": 4, "name": "screw", "supercategory": "fastener"},
+]
