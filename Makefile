@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 export DVC_NO_ANALYTICS ?= 1
-# the git the pipeline's stages see (dvc repro needs a repository; a tarball gets one made)
+# stage commands in dvc.yaml call `python`: make it the venv's
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup repro test test-fast lock mlflow-ui dag clean-runs
