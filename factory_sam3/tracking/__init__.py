@@ -6,8 +6,11 @@ Use::
     with stage_run("train_stage1", params={"lr_scale": 0.1, ...}) as run:
         run.log_metrics({"loss": 1.2}, step=3)
         run.log_artifact("metrics/train_stage1.json")
+
+Commands: ``python -m factory_sam3.tracking {init,ui,runs,find,sync,where}`` (see ``--help``).
 """
 
-from factory_sam3.tracking.mlflow_run import StageRun, stage_run, tracking_uri
+from factory_sam3.tracking.store import local_store_uri, repo_root, tracking_uri  # sets MLflow env defaults first
+from factory_sam3.tracking.mlflow_run import StageRun, flatten, stage_run
 
-__all__ = ["StageRun", "stage_run", "tracking_uri"]
+__all__ = ["StageRun", "flatten", "local_store_uri", "repo_root", "stage_run", "tracking_uri"]
