@@ -1,0 +1,45 @@
+"""Where the data comes from (the ``fetch`` stage). Every source writes the same ``data/raw`` layout
+(see ``factory_sam3.layout``), so the later stages never care which one ran.
+
+``fetch.source`` picks one of:
+
+- ``synthetic`` (default): a deterministic factory work-cell dataset generated offline;
+- ``roboflow``: a Roboflow(-100) COCO export (folder or .zip; or downloaded with ROBOFLOW_API_KEY);
+- ``youtube_vos``: the YouTube-VOS layout (JPEGImages/, Annotations/, meta.json) from a folder or .zip;
+- ``folder``: your own data, already in the raw layout, from a folder or .zip;
+- ``s3``: the same from an ``s3://bucket/prefix`` (MinIO/Ceph via ``fetch.endpoint_url``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from factory_sam3 import layout
+from factory_sam3.atomic import atomic_dir
+from factory_sam3.errors import UserError
+from factory_sam3.sources.common import dump_json
+
+SOURCES = {
+    "synthetic": "factory_sam3.sources.synthetic",
+    "roboflow": "factory_sam3.sources.roboflow",
+    "youtube_vos": "factory_sam3.sources.youtube_vos",
+    "folder": "factory_sam3.sources.folder",
+    "s3": "factory_sam3.sources.s3",
+}
+
+
+def fetch(params: dict[str, Any], out: str | os.PathLike = layout.RAW) -> dict:
+    """Run the source named by ``params['source']`` into ``out`` atomically; returns source.json's record."""
+    source = params.get("source", "synthetic")
+    if source not in SOURCES:
+        raise UserError(f"unknown 'fetch.source' {source!r}; use one of {sorted(SOURCES)}", "params.yaml")
+    module = importlib.import_module(SOURCES[source])
+    with atomic_dir(Path(out)) as tmp:
+        record = module.fetch(params, tmp)
+        if not (tmp / "categories.json").exists():
+            raise UserError(f"source '{source}' produced no categories.json", out)
+        dump_json(tmp / "source.json", record, indent=2)
+    return record
