@@ -1,0 +1,1 @@
+"""Dataset building blocks: frames, splits, COCO/YTVIS conversion, validation."""

@@ -1,0 +1,292 @@
+"""Videos -> numbered JPEG frames (the ``extract_frames`` stage).
+
+For every ``data/raw/videos/<video>.<ext>`` and ``data/raw/frame_folders/<video>/``: keep every
+``frame_interval``-th frame, at most ``max_frames_per_video``, renumbered ``00000.jpg, 00001.jpg, ...``, and
+record each kept frame's source index and timestamp in ``manifest.json`` (decoders can disagree on frame
+boundaries; the manifest makes the mapping auditable and lets later stages map annotations to files).
+
+Faster than the guide's Script 2 because each video is decoded once with ``grab()`` (the skipped frames are
+never converted to BGR), decoding stops as soon as enough frames are kept, videos run in parallel (a process
+per core, one decoder thread each, so processes don't fight over cores) and JPEG quality is explicit.
+
+A video that cannot be opened, decodes no frame, or decodes fewer frames than its container claims
+(truncated) is an error naming the file; with ``skip_bad_videos`` it is a warning and a ``"skipped"``
+record in the manifest instead, never a silent empty folder.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import sys
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+from tqdm import tqdm
+
+from factory_sam3 import layout
+from factory_sam3.atomic import atomic_dir
+from factory_sam3.errors import UserError
+from factory_sam3.sources.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, dump_json
+
+MANIFEST = "manifest.json"
+FRAME_NAME = "{:05d}.jpg"
+
+
+class VideoError(Exception):
+    """A video (or frame folder) that cannot be turned into frames; the message says why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    frame_interval: int = 1
+    max_frames_per_video: int | None = None  # None or 0: no limit
+    jpeg_quality: int = 95
+    decoder_threads: int = 1  # per video; parallelism comes from one process per video
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], file: object = "params.yaml") -> "Settings":
+        def integer(key: str, low: int, high: int | None = None, default: Any = None) -> int:
+            value = params.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+                bound = f"between {low} and {high}" if high is not None else f">= {low}"
+                raise UserError(f"'extract_frames.{key}' must be an integer {bound}, got {value!r}", file)
+            return value
+
+        max_frames = params.get("max_frames_per_video")
+        return cls(
+            frame_interval=integer("frame_interval", 1, default=1),
+            max_frames_per_video=None if max_frames in (None, 0) else integer("max_frames_per_video", 1),
+            jpeg_quality=integer("jpeg_quality", 1, 100, default=95),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    kind: str  # "video" | "folder"
+    source: Path  # absolute or relative to the cwd
+    source_label: str  # as recorded in the manifest, relative to data/raw
+
+
+# ------------------------------------------------------------------------------------------ discovery
+
+def find_jobs(raw: Path) -> list[Job]:
+    """Every video and frame folder under ``raw``, sorted by name; duplicate names are an error."""
+    jobs: dict[str, Job] = {}
+    videos_dir, folders_dir = raw / "videos", raw / "frame_folders"
+    if videos_dir.is_dir():
+        for path in sorted(videos_dir.iterdir()):
+            if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+                _add(jobs, Job(path.stem, "video", path, f"videos/{path.name}"), path)
+    if folders_dir.is_dir():
+        for path in sorted(folders_dir.iterdir()):
+            if path.is_dir():
+                _add(jobs, Job(path.name, "folder", path, f"frame_folders/{path.name}"), path)
+    return [jobs[name] for name in sorted(jobs)]
+
+
+def _add(jobs: dict[str, Job], job: Job, path: Path) -> None:
+    if job.name in jobs:
+        raise UserError(f"two sources share the video name '{job.name}' ({jobs[job.name].source_label} and "
+                        f"{job.source_label}); rename one", path)
+    jobs[job.name] = job
+
+
+# ------------------------------------------------------------------------------------------ one video
+
+def _write_jpeg(path: Path, frame, quality: int) -> None:
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise VideoError(f"cannot encode frame as JPEG ({path.name})")
+    with open(path, "wb") as handle:
+        handle.write(buf.data)
+
+
+def extract_video(path: Path, out_dir: Path, settings: Settings) -> dict:
+    """Decode ``path`` once, writing the kept frames into ``out_dir``; returns the manifest record."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, settings.decoder_threads])
+    if not cap.isOpened():
+        cap.release()
+        cap = cv2.VideoCapture(str(path))  # another backend may still read it
+    if not cap.isOpened():
+        raise VideoError("cannot open the video (unreadable, truncated or not a video)")
+    try:
+        claimed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        limit = settings.max_frames_per_video
+        interval = settings.frame_interval
+        out_dir.mkdir(parents=True, exist_ok=True)
+        frames: list[dict] = []
+        width = height = None
+        index = 0
+        # grab() demuxes and decodes; only kept frames pay for retrieve() (colour conversion to BGR)
+        while limit is None or len(frames) < limit:
+            if not cap.grab():
+                break
+            if index % interval == 0:
+                ok, frame = cap.retrieve()
+                if not ok or frame is None:
+                    raise VideoError(f"frame {index} cannot be decoded")
+                height, width = frame.shape[:2]
+                position_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+                if position_ms is None or position_ms < 0 or position_ms != position_ms:
+                    position_ms = 1000.0 * index / fps if fps > 0 else None
+                name = FRAME_NAME.format(len(frames))
+                _write_jpeg(out_dir / name, frame, settings.jpeg_quality)
+                frames.append({
+                    "file": name,
+                    "source_index": index,
+                    "timestamp": None if position_ms is None else round(position_ms / 1000.0, 6),
+                })
+            index += 1
+    finally:
+        cap.release()
+    if index == 0:
+        raise VideoError("no frame can be decoded (unreadable, truncated or empty video)")
+    reached_limit = limit is not None and len(frames) >= limit
+    tolerance = max(1, claimed // 50)  # containers without an index estimate their length
+    if not reached_limit and claimed > 0 and index < claimed - tolerance:
+        raise VideoError(f"truncated: the container claims {claimed} frames but only {index} can be decoded")
+    return {"status": "ok", "error": None, "fps": fps or None, "frame_count": claimed or None,
+            "width": width, "height": height, "frames": frames}
+
+
+def _is_complete_jpeg(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+        if head != b"\xff\xd8":
+            return False
+        handle.seek(-2, os.SEEK_END)
+        return handle.read(2) == b"\xff\xd9"
+
+
+def extract_folder(folder: Path, out_dir: Path, settings: Settings) -> dict:
+    """Subsample a folder of frames (sorted by name), renumbered; JPEGs are copied, other formats re-encoded."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise VideoError("the frame folder holds no images (.jpg/.png)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept = list(range(0, len(files), settings.frame_interval))
+    if settings.max_frames_per_video is not None:
+        kept = kept[: settings.max_frames_per_video]
+    frames = []
+    width = height = None
+    for number, source_index in enumerate(kept):
+        src = files[source_index]
+        name = FRAME_NAME.format(number)
+        if src.suffix.lower() in (".jpg", ".jpeg") and _is_complete_jpeg(src):
+            shutil.copyfile(src, out_dir / name)
+            if width is None:
+                probe = cv2.imread(str(src), cv2.IMREAD_REDUCED_GRAYSCALE_2)
+                if probe is None:
+                    raise VideoError(f"frame {src.name} cannot be decoded")
+                height, width = (d * 2 for d in probe.shape[:2])
+        else:
+            image = cv2.imread(str(src), cv2.IMREAD_COLOR)
+            if image is None:
+                raise VideoError(f"frame {src.name} cannot be decoded (unreadable or truncated image)")
+            height, width = image.shape[:2]
+            _write_jpeg(out_dir / name, image, settings.jpeg_quality)
+        frames.append({"file": name, "source_index": source_index,
+                       "source_file": src.name, "timestamp": None})
+    return {"status": "ok", "error": None, "fps": None, "frame_count": len(files),
+            "width": width, "height": height, "frames": frames}
+
+
+def run_job(job: Job, out_root: Path, settings: Settings) -> tuple[str, dict]:
+    """Worker entry point: never raises for a bad input; returns a ``skipped`` record with the reason."""
+    out_dir = out_root / job.name
+    try:
+        if job.kind == "video":
+            record = extract_video(job.source, out_dir, settings)
+        else:
+            record = extract_folder(job.source, out_dir, settings)
+    except (VideoError, cv2.error, OSError) as err:
+        shutil.rmtree(out_dir, ignore_errors=True)  # never leave a half-filled folder behind
+        record = {"status": "skipped", "error": str(err), "fps": None, "frame_count": None,
+                  "width": None, "height": None, "frames": []}
+    record["source"] = job.source_label
+    return job.name, record
+
+
+# ------------------------------------------------------------------------------------------ all videos
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool_context():
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def extract_all(
+    raw: Path = layout.RAW,
+    out: Path = layout.FRAMES,
+    settings: Settings = Settings(),
+    workers: int = 0,
+    skip_bad_videos: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Extract every video/frame folder under ``raw`` into ``out`` (atomically); returns the manifest."""
+    raw, out = Path(raw), Path(out)
+    if not raw.is_dir():
+        raise UserError("raw data folder not found (run the fetch stage first)", raw)
+    jobs = find_jobs(raw)
+    workers = default_workers() if not workers else workers
+    workers = max(1, min(workers, len(jobs) or 1))
+    records: dict[str, dict] = {}
+    with atomic_dir(out) as tmp:
+        bar = tqdm(total=len(jobs), desc="extract_frames", unit="video", disable=not progress, file=sys.stderr)
+
+        def accept(name: str, record: dict) -> None:
+            bar.update(1)
+            if record["status"] != "ok":
+                source = raw / record["source"]
+                if not skip_bad_videos:
+                    raise UserError(f"{record['error']} (set extract_frames.skip_bad_videos: true to skip it)",
+                                    source)
+                tqdm.write(f"warning: {source}: {record['error']}; skipped (recorded in {out / MANIFEST})",
+                           file=sys.stderr)
+            records[name] = record
+
+        try:
+            if workers == 1:
+                for job in jobs:
+                    accept(*run_job(job, tmp, settings))
+            else:
+                # biggest first, so one long video does not start last and finish alone
+                ordered = sorted(jobs, key=lambda j: -_size(j.source))
+                with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+                    pending = {pool.submit(run_job, job, tmp, settings) for job in ordered}
+                    try:
+                        while pending:
+                            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                            for future in done:
+                                accept(*future.result())
+                    except BaseException:
+                        for future in pending:
+                            future.cancel()
+                        raise
+        finally:
+            bar.close()
+        manifest = {
+            "settings": {k: v for k, v in asdict(settings).items() if k != "decoder_threads"},
+            "videos": {name: records[name] for name in sorted(records)},
+        }
+        dump_json(tmp / MANIFEST, manifest, indent=1)
+    return manifest
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
