@@ -1,0 +1,1 @@
+"""Annotation formats: masks and RLE (rle), COCO instance segmentation (coco), YTVIS video instances (ytvis)."""
