@@ -1,0 +1,132 @@
+"""The models evaluate compares, as the two callables the runner takes.
+
+- ``baseline``: the starting weights of the profile, before any fine-tuning. ``tiny``: the deterministic
+  random init Stage 1 and Stage 2 start from (same builders, same seeds). ``sam3``: the released SAM3
+  checkpoint (``model.checkpoint``).
+- ``finetuned``: the Stage 1 export (images) and the Stage 2 export (video).
+
+The model code itself lives in factory_sam3.models (Stage 1: build/load/predict_image; Stage 2: video.py
+with load_stage2/track); this module only adapts it to the runner's protocol.
+"""
+
+from __future__ import annotations
+
+import inspect
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from factory_sam3.errors import UserError
+from factory_sam3.evaluation.runner import PredictImage, Track
+
+
+@dataclass
+class ModelPair:
+    label: str
+    predict_image: PredictImage
+    track: Track
+    source: dict[str, Any]
+
+
+def resolve_device(requested: str | None) -> str:
+    """``auto`` -> cuda when available, else cpu; an unavailable cuda is a clear error."""
+    import torch
+
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{requested}' requested but CUDA is not available here", "params.yaml",
+                        "evaluate.device")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise UserError(f"unknown device '{requested}' (auto, cpu, cuda, cuda:N)", "params.yaml", "evaluate.device")
+    return requested
+
+
+def device_name(device: str) -> str:
+    """What ran the model, for the speed numbers: the GPU's name, or the CPU and its thread count."""
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    cpu = platform.processor() or platform.machine()
+    return f"cpu ({cpu}, {torch.get_num_threads()} threads)"
+
+
+def image_predictor(model, min_score: float = 0.0) -> PredictImage:
+    """Adapt factory_sam3.models.predict_image (Stage 1's inference) to ``(image, class_names) -> [...]``."""
+    from PIL import Image
+
+    from factory_sam3.models import predict_image
+
+    accepts = inspect.signature(predict_image).parameters
+    kwargs = {}
+    for name in ("score_threshold", "confidence_threshold", "threshold", "min_score"):
+        if name in accepts:  # keep low-scoring detections: COCO AP ranks them
+            kwargs[name] = min_score
+            break
+
+    def predict(image: np.ndarray, class_names) -> list[dict]:
+        out = []
+        for item in predict_image(model, Image.fromarray(image), list(class_names), **kwargs):
+            if isinstance(item, dict):
+                category, score, mask = item["category"], item["score"], item["mask"]
+            else:
+                category, score, mask = item[0], item[1], item[2]
+            out.append({"category": category, "score": float(score), "mask": np.asarray(mask, dtype=bool)})
+        return out
+
+    return predict
+
+
+def video_tracker(video_model) -> Track:
+    """Adapt factory_sam3.models.video.track (Stage 2's semi-supervised propagation)."""
+    from factory_sam3.models.video import track
+
+    def run(frames, prompts):
+        return track(video_model, list(frames), dict(prompts))
+
+    return run
+
+
+def load_pair(label: str, model_params: dict, device: str, stage1_dir: Path, stage2_dir: Path,
+              video_seed: int = 0, min_score: float = 0.0) -> ModelPair:
+    """Build the ``baseline`` or ``finetuned`` image model and video model of ``model.profile``."""
+    from factory_sam3.models import build_image_model
+    from factory_sam3.models import video as video_models
+
+    profile = model_params.get("profile", "tiny")
+    checkpoint = model_params.get("checkpoint")
+    if label == "finetuned":
+        image_model = _load_stage1(stage1_dir, profile, device)
+        if not Path(stage2_dir).exists():
+            raise UserError("Stage 2 output not found (run `dvc repro train_stage2`)", stage2_dir)
+        video_model = video_models.load_stage2(stage2_dir, profile=profile, device=device)
+        source = {"image": str(stage1_dir), "video": str(stage2_dir)}
+    elif label == "baseline":
+        image_model = build_image_model(profile, checkpoint=None if profile == "tiny" else checkpoint,
+                                        device=device, train=False)
+        video_model = video_models.build_video_model(profile, seed=video_seed)
+        video_models.init_from_checkpoints(video_model, None, None if profile == "tiny" else checkpoint)
+        video_model = video_model.to(device).eval()
+        source = {"image": "random init (seed 0)" if profile == "tiny" else str(checkpoint),
+                  "video": f"random init (seed {video_seed})" if profile == "tiny" else str(checkpoint)}
+    else:
+        raise ValueError(f"unknown model label {label!r}")
+    return ModelPair(label, image_predictor(image_model, min_score), video_tracker(video_model), source)
+
+
+def _load_stage1(stage1_dir: Path, profile: str, device: str):
+    from factory_sam3 import models
+
+    stage1_dir = Path(stage1_dir)
+    if not stage1_dir.exists():
+        raise UserError("Stage 1 output not found (run `dvc repro train_stage1`)", stage1_dir)
+    load: Callable = models.load_stage1
+    accepts = inspect.signature(load).parameters
+    kwargs = {k: v for k, v in (("profile", profile), ("device", device)) if k in accepts}
+    model = load(stage1_dir, **kwargs)
+    return model.to(device).eval()

@@ -1,0 +1,242 @@
+"""Evaluate a model pair (image model, video tracker) on the COCO and YTVIS test splits.
+
+The runner knows nothing about how a model predicts: it takes two callables, so the same code scores
+the baseline and the fine-tuned weights (and fake predictors in tests):
+
+- ``predict_image(image, class_names) -> [{"category": name, "score": float, "mask": HxW bool}, ...]``
+  with ``image`` an RGB uint8 HxWx3 array and the class names used as text prompts.
+- ``track(frames, prompts) -> {object_id: [HxW bool mask or None per frame]}`` with ``frames`` a list of
+  RGB uint8 arrays and ``prompts`` ``{object_id: (frame_index, HxW bool mask)}`` (semi-supervised: each
+  object is given by its first visible ground-truth mask and must be followed from there on).
+
+Scores: COCO segm/bbox AP (pycocotools) on the images; J, F, J&F on the frames after each object's
+prompt frame (the prompt itself is given, so it is not scored); YTVIS mAP of the tracked masklets
+(sam3's evaluator; ground-truth classes and prompts, so it measures mask quality over time); speed as
+images/s and frames/s of the model calls alone (metric code not timed).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from factory_sam3.errors import UserError
+from factory_sam3.evaluation import metrics
+from factory_sam3.evaluation.pictures import overlay_figure, tracking_gif
+from factory_sam3.formats import coco as coco_format
+from factory_sam3.formats import ytvis as ytvis_format
+from factory_sam3.formats.rle import SegmentationError, mask_to_rle, rle_to_mask, to_rle
+from factory_sam3.layout import COCO_ANNOTATIONS, YTVIS_ANNOTATIONS
+
+PredictImage = Callable[[np.ndarray, Sequence[str]], Sequence[Mapping[str, Any]]]
+Track = Callable[[Sequence[np.ndarray], Mapping[Any, tuple[int, np.ndarray]]], Mapping[Any, Sequence[Any]]]
+
+
+@dataclass
+class EvalSettings:
+    max_images: int = 0            # 0 = every test image
+    max_videos: int = 0            # 0 = every test video
+    max_detections: int = 100      # per image, highest scores first (COCO's maxDets)
+    min_score: float = 0.0         # detections below are dropped before AP
+    overlay_min_score: float = 0.5  # predictions drawn in the overlays
+    num_overlays: int = 4
+    gif_frames: int = 24
+    pictures_dir: Path | None = None
+    label: str = ""                # "baseline" / "finetuned": names the pictures
+    extra: dict = field(default_factory=dict)
+
+
+def _read_rgb(path: Path, file: Path, record: str) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read image {path}: {err}", file, record) from None
+
+
+def _decode(segmentation, height: int, width: int, file: Path, record: str) -> np.ndarray:
+    try:
+        return rle_to_mask(to_rle(segmentation, height, width)).astype(bool)
+    except SegmentationError as err:
+        raise UserError(str(err), file, record) from None
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def load_coco_split(split_dir: str | Path, max_images: int = 0) -> tuple[dict, list[dict]]:
+    """The COCO JSON of a split (restricted to the first ``max_images`` images by id) and those images."""
+    split_dir = Path(split_dir)
+    ann_file = split_dir / COCO_ANNOTATIONS
+    data = coco_format.read(ann_file)
+    images = sorted(data["images"], key=lambda im: im["id"])
+    if max_images:
+        images = images[:max_images]
+    if not images:
+        raise UserError("the test split has no images", ann_file)
+    keep = {im["id"] for im in images}
+    data = dict(data, images=images, annotations=[a for a in data["annotations"] if a["image_id"] in keep])
+    return data, images
+
+
+def evaluate_images(predict_image: PredictImage, split_dir: str | Path, settings: EvalSettings) -> dict[str, Any]:
+    """COCO AP of ``predict_image`` on a split, with images/s and overlay PNGs of the first images."""
+    split_dir = Path(split_dir)
+    ann_file = split_dir / COCO_ANNOTATIONS
+    gt, images = load_coco_split(split_dir, settings.max_images)
+    name_to_id, id_to_name = coco_format.category_maps(gt["categories"])
+    class_names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+    by_image: dict[int, list[dict]] = {}
+    for ann in gt["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+
+    detections: list[dict] = []
+    model_seconds = 0.0
+    overlays: list[str] = []
+    for index, image_info in enumerate(tqdm(images, desc=f"images {settings.label}".strip(), leave=False)):
+        record = f"image {image_info['id']} ({image_info['file_name']})"
+        image = _read_rgb(split_dir / image_info["file_name"], ann_file, record)
+        start = time.perf_counter()
+        predictions = list(predict_image(image, class_names))
+        model_seconds += time.perf_counter() - start
+        predictions = [p for p in predictions if float(p["score"]) >= settings.min_score]
+        predictions.sort(key=lambda p: -float(p["score"]))
+        predictions = predictions[: settings.max_detections]
+        for pred in predictions:
+            if pred["category"] not in name_to_id:
+                raise ValueError(f"model predicted unknown class {pred['category']!r}")
+            mask = np.asarray(pred["mask"], dtype=bool)
+            if mask.shape != image.shape[:2]:
+                raise ValueError(f"predicted mask {mask.shape} differs from image size {image.shape[:2]}")
+            rle = mask_to_rle(mask)
+            detections.append({"image_id": image_info["id"], "category_id": name_to_id[pred["category"]],
+                               "score": float(pred["score"]), "segmentation": rle,
+                               "bbox": _mask_bbox(mask)})
+        if settings.pictures_dir is not None and index < settings.num_overlays:
+            h, w = image.shape[:2]
+            gt_instances = [{"category": id_to_name[a["category_id"]],
+                             "mask": _decode(a["segmentation"], h, w, ann_file, f"annotation {a['id']}")}
+                            for a in by_image.get(image_info["id"], [])]
+            shown = [{"category": p["category"], "mask": np.asarray(p["mask"], bool), "score": float(p["score"])}
+                     for p in predictions if float(p["score"]) >= settings.overlay_min_score]
+            path = Path(settings.pictures_dir) / f"overlay_{settings.label or 'model'}_{index:02d}.png"
+            overlay_figure(image, gt_instances, shown, class_names, path,
+                           title=f"{settings.label}: {image_info['file_name']} (predictions >= "
+                                 f"{settings.overlay_min_score:g})")
+            overlays.append(str(path))
+
+    segm = metrics.coco_ap(gt, detections, "segm")
+    bbox = metrics.coco_ap(gt, detections, "bbox")
+    result: dict[str, Any] = {
+        "segm_AP": segm["AP"], "segm_AP50": segm["AP50"], "segm_AP75": segm["AP75"],
+        "bbox_AP": bbox["AP"], "bbox_AP50": bbox["AP50"], "bbox_AP75": bbox["AP75"],
+        "segm_AP_per_class": segm["per_class"],
+        "images": len(images),
+        "detections": len(detections),
+        "images_per_s": len(images) / model_seconds if model_seconds > 0 else None,
+    }
+    return {"metrics": result, "pictures": overlays}
+
+
+def _mask_bbox(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+
+
+# ---------------------------------------------------------------------------------------------- videos
+
+
+def load_ytvis_split(split_dir: str | Path, max_videos: int = 0) -> tuple[dict, list[dict]]:
+    split_dir = Path(split_dir)
+    ann_file = split_dir / YTVIS_ANNOTATIONS
+    data = ytvis_format.read(ann_file)
+    videos = sorted(data["videos"], key=lambda v: v["id"])
+    if max_videos:
+        videos = videos[:max_videos]
+    if not videos:
+        raise UserError("the test split has no videos", ann_file)
+    keep = {v["id"] for v in videos}
+    data = dict(data, videos=videos, annotations=[a for a in data["annotations"] if a["video_id"] in keep])
+    return data, videos
+
+
+def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings) -> dict[str, Any]:
+    """Semi-supervised tracking: J, F, J&F (DAVIS), YTVIS mAP of the masklets, frames/s, one GIF."""
+    split_dir = Path(split_dir)
+    ann_file = split_dir / YTVIS_ANNOTATIONS
+    gt, videos = load_ytvis_split(split_dir, settings.max_videos)
+    _, id_to_name = coco_format.category_maps(gt["categories"])
+    per_video: dict[int, list[dict]] = {}
+    masklets: list[dict] = []
+    frames_tracked = 0
+    model_seconds = 0.0
+    gif = None
+    for video in tqdm(videos, desc=f"videos {settings.label}".strip(), leave=False):
+        h, w = int(video["height"]), int(video["width"])
+        tracks = [a for a in gt["annotations"] if a["video_id"] == video["id"]]
+        gt_masks: dict[int, list[np.ndarray | None]] = {}
+        prompts: dict[int, tuple[int, np.ndarray]] = {}
+        for ann in tracks:
+            record = f"video {video['id']} annotation {ann['id']}"
+            if len(ann["segmentations"]) != len(video["file_names"]):
+                raise UserError("segmentations and file_names differ in length", ann_file, record)
+            masks = [None if s is None else _decode(s, h, w, ann_file, record) for s in ann["segmentations"]]
+            visible = [t for t, m in enumerate(masks) if m is not None and m.any()]
+            if not visible:
+                continue  # never visible: nothing to prompt with
+            gt_masks[ann["id"]] = masks
+            prompts[ann["id"]] = (visible[0], masks[visible[0]])
+        if not prompts:
+            continue
+        annotated = {t for ann in tracks for t, s in enumerate(ann["segmentations"]) if s is not None}
+        frames = [_read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}")
+                  for name in video["file_names"]]
+        start = time.perf_counter()
+        predicted = track(frames, prompts)
+        model_seconds += time.perf_counter() - start
+        frames_tracked += len(frames)
+
+        scores = []
+        for obj_id, masks in gt_masks.items():
+            pred = list(predicted.get(obj_id, [None] * len(frames)))
+            if len(pred) != len(frames):
+                raise ValueError(f"tracker returned {len(pred)} masks for {len(frames)} frames")
+            pred = [np.zeros((h, w), bool) if m is None else np.asarray(m, dtype=bool) for m in pred]
+            first = prompts[obj_id][0]
+            # Frames after the prompt. null is ambiguous in YTVIS (absent, or frame not annotated): a frame
+            # where some object of the video is annotated counts as annotated, so the object is absent
+            # there (empty ground truth: the tracker must predict nothing); other null frames are skipped.
+            scored = [t for t in range(first + 1, len(frames)) if masks[t] is not None or t in annotated]
+            gt_scored = [masks[t] if masks[t] is not None else np.zeros((h, w), bool) for t in scored]
+            if scored:
+                scores.append(metrics.score_object([pred[t] for t in scored], gt_scored))
+            ann = next(a for a in tracks if a["id"] == obj_id)
+            masklets.append({"video_id": video["id"], "category_id": ann["category_id"], "score": 1.0,
+                             "segmentations": [mask_to_rle(m) if m.any() else None for m in pred]})
+        per_video[video["id"]] = scores
+        if gif is None and settings.pictures_dir is not None:
+            count = min(len(frames), settings.gif_frames)
+            labels = {obj: f"{id_to_name[next(a for a in tracks if a['id'] == obj)['category_id']]} #{obj}"
+                      for obj in gt_masks}
+            gif = tracking_gif(frames[:count], {o: m[:count] for o, m in gt_masks.items()},
+                               {o: list(predicted.get(o, [None] * len(frames)))[:count] for o in gt_masks},
+                               Path(settings.pictures_dir) / f"tracking_{settings.label or 'model'}.gif",
+                               labels=labels)
+    summary = metrics.aggregate_video_scores(per_video)
+    ytvis = metrics.ytvis_map(gt, masklets) if masklets else {"mAP": None}
+    result = {
+        "J": summary.get("J"), "F": summary.get("F"), "J&F": summary.get("J&F"),
+        "videos": summary.get("videos", 0), "objects": summary.get("objects", 0),
+        "ytvis_mAP": ytvis["mAP"],
+        "frames_per_s": frames_tracked / model_seconds if model_seconds > 0 else None,
+    }
+    return {"metrics": result, "pictures": [str(gif)] if gif else []}
+

@@ -1,0 +1,170 @@
+"""The evaluate stage: baseline vs fine-tuned, images and video, speed, pictures, MLflow.
+
+Writes
+    metrics/evaluate.json          DVC metrics, flat enough for `dvc exp show`:
+        {"baseline": {"segm_AP", "bbox_AP", "J", "F", "J&F", "ytvis_mAP", "images_per_s", "frames_per_s", ...},
+         "finetuned": {...}, "gain": {"segm_AP": finetuned - baseline, ...}, "device": ..., "profile": ...}
+    reports/evaluate/              pictures only (DVC image plots): overlay_<model>_NN.png (ground truth left,
+                                   prediction right), tracking_<model>.gif, loss_curves.png
+    reports/evaluate_details.json  per-class AP and per-video J/F, where each number came from
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from factory_sam3 import layout
+from factory_sam3.atomic import atomic_dir, write_json
+from factory_sam3.errors import UserError
+from factory_sam3.evaluation.pictures import loss_curves
+from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos
+
+METRICS_FILE = layout.METRICS / "evaluate.json"
+PICTURES_DIR = Path("reports") / "evaluate"
+DETAILS_FILE = Path("reports") / "evaluate_details.json"
+LOSS_CSVS = {"Stage 1 (image)": layout.PLOTS / "train_stage1_loss.csv",
+             "Stage 2 (video)": layout.PLOTS / "train_stage2_loss.csv"}
+LABELS = ("baseline", "finetuned")
+# compared in "gain": higher is better for all of them
+GAIN_KEYS = ("segm_AP", "segm_AP50", "bbox_AP", "J", "F", "J&F", "ytvis_mAP")
+
+DEFAULTS: dict[str, Any] = {
+    "max_images": 0,
+    "max_videos": 0,
+    "max_detections": 100,
+    "min_score": 0.0,
+    "overlay_min_score": 0.5,
+    "num_overlays": 3,
+    "gif_frames": 16,
+    "device": None,        # None: model.device
+    "mlflow": True,
+}
+
+
+def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill defaults and check types, naming ``evaluate.<key>`` in errors."""
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown key 'evaluate.{unknown[0]}' (known: {', '.join(DEFAULTS)})", "params.yaml")
+    merged = {**DEFAULTS, **params}
+    for key in ("max_images", "max_videos", "max_detections", "num_overlays", "gif_frames"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserError(f"'evaluate.{key}' must be an integer >= 0, got {value!r}", "params.yaml")
+    if merged["max_detections"] < 1 or merged["gif_frames"] < 1:
+        raise UserError("'evaluate.max_detections' and 'evaluate.gif_frames' must be >= 1", "params.yaml")
+    for key in ("min_score", "overlay_min_score"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise UserError(f"'evaluate.{key}' must be a number in [0, 1], got {value!r}", "params.yaml")
+    if merged["device"] is not None and not isinstance(merged["device"], str):
+        raise UserError(f"'evaluate.device' must be auto, cpu, cuda or null, got {merged['device']!r}", "params.yaml")
+    return merged
+
+
+def settings_for(params: Mapping[str, Any], label: str, pictures_dir: Path | None) -> EvalSettings:
+    return EvalSettings(max_images=params["max_images"], max_videos=params["max_videos"],
+                        max_detections=params["max_detections"], min_score=float(params["min_score"]),
+                        overlay_min_score=float(params["overlay_min_score"]), num_overlays=params["num_overlays"],
+                        gif_frames=params["gif_frames"], pictures_dir=pictures_dir, label=label)
+
+
+def evaluate_models(models: Mapping[str, tuple[Callable, Callable]], params: Mapping[str, Any],
+                    coco_dir: Path, ytvis_dir: Path, pictures_dir: Path | None) -> dict[str, Any]:
+    """Score each ``label -> (predict_image, track)`` on the COCO and YTVIS test splits.
+
+    Returns {"metrics": {label: flat metrics}, "details": {label: per-class / counts}, "pictures": [...]}.
+    """
+    out: dict[str, Any] = {"metrics": {}, "details": {}, "pictures": []}
+    for label, (predict_image, track) in models.items():
+        settings = settings_for(params, label, pictures_dir)
+        images = evaluate_images(predict_image, coco_dir, settings)
+        videos = evaluate_videos(track, ytvis_dir, settings)
+        flat = {k: v for k, v in {**images["metrics"], **videos["metrics"]}.items() if not isinstance(v, dict)}
+        out["metrics"][label] = flat
+        out["details"][label] = {"segm_AP_per_class": images["metrics"]["segm_AP_per_class"]}
+        out["pictures"] += images["pictures"] + videos["pictures"]
+    if all(label in out["metrics"] for label in LABELS):
+        base, tuned = out["metrics"]["baseline"], out["metrics"]["finetuned"]
+        out["gain"] = {k: tuned[k] - base[k] for k in GAIN_KEYS
+                       if isinstance(base.get(k), (int, float)) and isinstance(tuned.get(k), (int, float))}
+    return out
+
+
+def _round(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 5)
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    return value
+
+
+def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root: Path = layout.YTVIS,
+        stage1_dir: Path = layout.MODELS / "stage1", stage2_dir: Path = layout.MODELS / "stage2",
+        metrics_file: Path = METRICS_FILE, pictures_dir: Path = PICTURES_DIR, details_file: Path = DETAILS_FILE,
+        model_pairs: Mapping[str, tuple[Callable, Callable]] | None = None,
+        log_mlflow: bool | None = None) -> dict[str, Any]:
+    """Run the stage. ``model_pairs`` replaces the real models (tests); otherwise they are loaded from
+    ``model``/``train_stage2`` params and the Stage 1/2 outputs."""
+    params = check_params(all_params.get("evaluate") or {})
+    model_params = dict(all_params.get("model") or {})
+    coco_dir = Path(coco_root) / "test"
+    ytvis_dir = Path(ytvis_root) / "test"
+    for path in (coco_dir, ytvis_dir):
+        if not path.is_dir():
+            raise UserError("test split not found (run the data stages: `dvc repro validate`)", path)
+
+    import torch
+
+    from factory_sam3.evaluation.models import device_name, load_pair, resolve_device
+
+    device = resolve_device(params["device"] or model_params.get("device"))
+    profile = model_params.get("profile", "tiny")
+    sources: dict[str, Any] = {}
+    if model_pairs is None:
+        video_seed = int((all_params.get("train_stage2") or {}).get("seed", 0) or 0)
+        model_pairs = {}
+        for label in LABELS:
+            pair = load_pair(label, model_params, device, Path(stage1_dir), Path(stage2_dir), video_seed,
+                             float(params["min_score"]))
+            model_pairs[label] = (pair.predict_image, pair.track)
+            sources[label] = pair.source
+
+    with atomic_dir(pictures_dir) as tmp_pictures, torch.inference_mode():
+        result = evaluate_models(model_pairs, params, coco_dir, ytvis_dir, tmp_pictures)
+        curves = loss_curves(LOSS_CSVS, tmp_pictures / "loss_curves.png")
+        pictures = [str(Path(pictures_dir) / Path(p).name) for p in result["pictures"]]
+        if curves is not None:
+            pictures.append(str(Path(pictures_dir) / curves.name))
+
+    metrics = {label: _round(values) for label, values in result["metrics"].items()}
+    metrics["gain"] = _round(result.get("gain", {}))
+    metrics["device"] = device_name(device)
+    metrics["profile"] = profile
+    write_json(metrics_file, metrics)
+    write_json(details_file, _round({"details": result["details"], "sources": sources, "settings": params,
+                                     "pictures": pictures}))
+
+    if log_mlflow if log_mlflow is not None else params["mlflow"]:
+        _log_to_mlflow(all_params, metrics, [metrics_file, details_file, *pictures])
+    return metrics
+
+
+def _log_to_mlflow(all_params: Mapping[str, Any], metrics: Mapping[str, Any], artifacts: list) -> None:
+    from factory_sam3.tracking import stage_run
+
+    flat = {}
+    for label in (*LABELS, "gain"):
+        for key, value in (metrics.get(label) or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                flat[f"{label}.{key}".replace("&", "_and_")] = value
+    params = {"model": all_params.get("model") or {}, "evaluate": all_params.get("evaluate") or {}}
+    with stage_run("evaluate", params=params, tags={"device": metrics.get("device", "")}) as run:
+        run.log_metrics(flat)
+        for path in artifacts:
+            path = Path(path)
+            if path.is_file():
+                run.log_artifact(path, artifact_path="pictures" if path.suffix in (".png", ".gif") else None)

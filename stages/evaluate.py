@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""evaluate: did fine-tuning help, in images and in video, and how fast does the result run?
+
+Scores the starting weights (`baseline`: the profile's un-fine-tuned model) and the fine-tuned models
+(`finetuned`: models/stage1 for images, models/stage2 for video) on the test splits:
+  images  data/coco/test   text prompts = category names; COCO segm/bbox AP, AP50, AP75, per-class AP
+  video   data/ytvis/test  each object prompted with its first visible ground-truth mask and tracked;
+                           J, F, J&F (DAVIS) on the later frames, YTVIS mAP (sam3's evaluator)
+  speed   images/s and frames/s of the model calls, with the device named
+Writes metrics/evaluate.json (DVC metrics), reports/evaluate/ (overlay PNGs, tracked-clip GIFs, loss
+curves) and reports/evaluate_details.json; logs all of it to MLflow (run name `evaluate`, tagged with the
+pipeline run like the training stages). Settings: the `evaluate` and `model` sections of params.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from factory_sam3.errors import cli_entry  # noqa: E402
+from factory_sam3.params import load_params  # noqa: E402
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    args = parser.parse_args(argv)
+
+    from factory_sam3.evaluation.stage import METRICS_FILE, run
+    from factory_sam3.params import section
+
+    all_params = load_params(args.params)
+    section("evaluate", args.params)  # a clear error if the section is missing
+    metrics = run(all_params, log_mlflow=False if args.no_mlflow else None)
+    rows = ("segm_AP", "bbox_AP", "J", "F", "J&F", "ytvis_mAP", "images_per_s", "frames_per_s")
+    print(f"device: {metrics['device']}   profile: {metrics['profile']}")
+    print(f"{'':14s}{'baseline':>12s}{'finetuned':>12s}{'gain':>10s}")
+    for key in rows:
+        values = [metrics.get(label, {}).get(key) for label in ("baseline", "finetuned")] + [metrics["gain"].get(key)]
+        print(f"{key:14s}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}s}" for v, w in zip(values, (12, 12, 10))))
+    print(f"wrote {METRICS_FILE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The evaluate runner and stage on a small hand-made test split, with pixel-reading fake models.
+
+The fakes are real predictors of a toy world: every class (and every tracked object) is painted in its
+own pure colour, so segmenting by colour is a perfect model and copying the prompt forward is a poor
+one whose score we can compute independently."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from factory_sam3.evaluation import metrics
+from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos
+from factory_sam3.evaluation.stage import check_params, run
+from factory_sam3.errors import UserError
+from factory_sam3.formats.rle import mask_to_rle, rle_bbox
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["gripper", "part_A", "defect", "screw"]
+CLASS_COLOURS = {"gripper": (255, 0, 0), "part_A": (0, 255, 0), "defect": (0, 0, 255), "screw": (255, 255, 0)}
+H, W = 48, 64
+
+
+def box(top, left, bottom, right):
+    mask = np.zeros((H, W), dtype=bool)
+    mask[max(top, 0):bottom, max(left, 0):right] = True
+    return mask
+
+
+def write_coco(root: Path) -> list[tuple[int, str, np.ndarray]]:
+    """Three test images (the last a negative) with coloured boxes; returns the instances."""
+    split = root / "test"
+    split.mkdir(parents=True)
+    layout = {1: [("gripper", box(5, 5, 20, 25)), ("screw", box(30, 40, 40, 50))],
+              2: [("part_A", box(10, 30, 40, 60)), ("gripper", box(2, 2, 12, 12))],
+              3: []}
+    images, annotations, instances = [], [], []
+    for image_id, objects in layout.items():
+        pixels = np.zeros((H, W, 3), dtype=np.uint8)
+        for name, mask in objects:
+            pixels[mask] = CLASS_COLOURS[name]
+            rle = mask_to_rle(mask)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                "category_id": CLASSES.index(name) + 1, "segmentation": rle,
+                                "bbox": rle_bbox(rle), "area": int(mask.sum()), "iscrowd": 0})
+            instances.append((image_id, name, mask))
+        Image.fromarray(pixels).save(split / f"img{image_id}.png")
+        images.append({"id": image_id, "file_name": f"img{image_id}.png", "width": W, "height": H})
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
+    (split / "_annotations.coco.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations, "categories": categories}))
+    return instances
+
+
+OBJECT_COLOURS = {1: (255, 0, 0), 2: (0, 255, 0)}
+
+
+def write_ytvis(root: Path, length: int = 6) -> dict[int, list[np.ndarray | None]]:
+    """One video: object 1 moves right all along; object 2 appears at frame 2 and leaves after frame 3
+    (annotated absent, null, on frames 4-5 while object 1 is annotated there)."""
+    split = root / "test"
+    (split / "vid").mkdir(parents=True)
+    tracks = {1: [box(5, 4 + 5 * t, 20, 20 + 5 * t) for t in range(length)],
+              2: [None, None, box(28, 10, 40, 30), box(28, 14, 40, 34), None, None]}
+    for t in range(length):
+        pixels = np.zeros((H, W, 3), dtype=np.uint8)
+        for obj, masks in tracks.items():
+            if masks[t] is not None:
+                pixels[masks[t]] = OBJECT_COLOURS[obj]
+        Image.fromarray(pixels).save(split / "vid" / f"{t:05d}.png")
+    annotations = []
+    for obj, masks in tracks.items():
+        rles = [None if m is None else mask_to_rle(m) for m in masks]
+        annotations.append({"id": obj, "video_id": 1, "category_id": obj, "iscrowd": 0, "segmentations": rles,
+                            "bboxes": [None if r is None else rle_bbox(r) for r in rles],
+                            "areas": [None if m is None else int(m.sum()) for m in masks]})
+    data = {"videos": [{"id": 1, "file_names": [f"vid/{t:05d}.png" for t in range(length)], "length": length,
+                        "width": W, "height": H}],
+            "annotations": annotations, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
+    (split / "annotations.json").write_text(json.dumps(data))
+    return tracks
+
+
+# --------------------------------------------------------------------------------------- fake models
+
+
+def colour_segmenter(image, class_names):
+    out = []
+    for name in class_names:
+        mask = np.all(image == np.array(CLASS_COLOURS[name], dtype=np.uint8), axis=2)
+        if mask.any():
+            out.append({"category": name, "score": 0.9, "mask": mask})
+    return out
+
+
+def colour_tracker(frames, prompts):
+    """Follows each object by the colour found under its prompt mask; nothing before its prompt."""
+    result = {}
+    for obj, (start, mask) in prompts.items():
+        colour = frames[start][mask][0]
+        result[obj] = [None if t < start else np.all(frame == colour, axis=2) for t, frame in enumerate(frames)]
+    return result
+
+
+def copy_prompt_tracker(frames, prompts):
+    return {obj: [None if t < start else mask for t in range(len(frames))] for obj, (start, mask) in prompts.items()}
+
+
+def no_output(image, class_names):
+    return []
+
+
+# --------------------------------------------------------------------------------------- runner
+
+
+def test_images_perfect_and_empty_models(tmp_path):
+    write_coco(tmp_path / "coco")
+    split = tmp_path / "coco" / "test"
+    perfect = evaluate_images(colour_segmenter, split, EvalSettings(pictures_dir=tmp_path / "pics", label="p",
+                                                                    num_overlays=2))
+    m = perfect["metrics"]
+    assert m["segm_AP"] == pytest.approx(1.0) and m["bbox_AP"] == pytest.approx(1.0)
+    assert m["segm_AP_per_class"]["gripper"] == pytest.approx(1.0) and m["segm_AP_per_class"]["defect"] is None
+    assert m["images"] == 3 and m["detections"] == 4 and m["images_per_s"] > 0
+    assert [Path(p).name for p in perfect["pictures"]] == ["overlay_p_00.png", "overlay_p_01.png"]
+    empty = evaluate_images(no_output, split, EvalSettings())
+    assert empty["metrics"]["segm_AP"] == 0.0 and empty["pictures"] == []
+    # max_images restricts both the predictions and the ground truth scored
+    assert evaluate_images(colour_segmenter, split, EvalSettings(max_images=1))["metrics"]["images"] == 1
+
+
+def test_images_low_scores_dropped_and_detections_capped(tmp_path):
+    write_coco(tmp_path / "coco")
+    split = tmp_path / "coco" / "test"
+
+    def noisy(image, class_names):
+        good = colour_segmenter(image, class_names)
+        junk = [{"category": "defect", "score": 0.01, "mask": box(0, 0, 5, 5)} for _ in range(5)]
+        return good + junk
+
+    assert evaluate_images(noisy, split, EvalSettings(min_score=0.05))["metrics"]["detections"] == 4
+    assert evaluate_images(noisy, split, EvalSettings(max_detections=3))["metrics"]["detections"] == 3 * 3
+
+
+def test_videos_perfect_tracker_scores_one(tmp_path):
+    write_ytvis(tmp_path / "ytvis")
+    result = evaluate_videos(colour_tracker, tmp_path / "ytvis" / "test",
+                             EvalSettings(pictures_dir=tmp_path / "pics", label="p"))
+    m = result["metrics"]
+    assert m["J"] == 1.0 and m["F"] == 1.0 and m["J&F"] == 1.0
+    assert m["ytvis_mAP"] == pytest.approx(1.0)
+    assert m["videos"] == 1 and m["objects"] == 2 and m["frames_per_s"] > 0
+    assert Image.open(result["pictures"][0]).n_frames == 6
+
+
+def test_videos_copy_prompt_matches_independent_score(tmp_path):
+    tracks = write_ytvis(tmp_path / "ytvis")
+    m = evaluate_videos(copy_prompt_tracker, tmp_path / "ytvis" / "test", EvalSettings())["metrics"]
+    # object 1: prompted at 0, scored on frames 1..5; object 2: prompted at 2, scored on 3, and on 4-5
+    # where it is absent (null while object 1 is annotated) so the copied mask is a false positive.
+    empty = np.zeros((H, W), bool)
+    obj1 = [(tracks[1][0], tracks[1][t]) for t in range(1, 6)]
+    obj2 = [(tracks[2][2], tracks[2][3]), (tracks[2][2], empty), (tracks[2][2], empty)]
+    j1 = np.mean([metrics.region_similarity(p, g) for p, g in obj1])
+    j2 = np.mean([metrics.region_similarity(p, g) for p, g in obj2])
+    f1 = np.mean([metrics.boundary_f_measure(p, g) for p, g in obj1])
+    f2 = np.mean([metrics.boundary_f_measure(p, g) for p, g in obj2])
+    assert m["J"] == pytest.approx((j1 + j2) / 2)
+    assert m["F"] == pytest.approx((f1 + f2) / 2)
+    assert m["J&F"] == pytest.approx(((j1 + j2) / 2 + (f1 + f2) / 2) / 2)
+    assert 0 < m["J"] < 1
+
+
+# --------------------------------------------------------------------------------------- stage
+
+
+def test_stage_writes_metrics_pictures_and_gain(tmp_path):
+    write_coco(tmp_path / "coco")
+    write_ytvis(tmp_path / "ytvis")
+    plots = tmp_path / "plots"
+    metrics_file = tmp_path / "metrics" / "evaluate.json"
+    pictures = tmp_path / "reports" / "evaluate"
+    details = tmp_path / "reports" / "evaluate_details.json"
+    result = run({"model": {"profile": "tiny", "device": "cpu"}, "evaluate": {"num_overlays": 1}},
+                 coco_root=tmp_path / "coco", ytvis_root=tmp_path / "ytvis", metrics_file=metrics_file,
+                 pictures_dir=pictures, details_file=details, log_mlflow=False,
+                 model_pairs={"baseline": (no_output, copy_prompt_tracker),
+                              "finetuned": (colour_segmenter, colour_tracker)})
+    written = json.loads(metrics_file.read_text())
+    assert written == json.loads(json.dumps(result))
+    assert written["baseline"]["segm_AP"] == 0.0 and written["finetuned"]["segm_AP"] == 1.0
+    assert written["gain"]["segm_AP"] == 1.0
+    assert written["gain"]["J&F"] == pytest.approx(1.0 - written["baseline"]["J&F"], abs=1e-4)
+    assert written["device"].startswith("cpu") and written["profile"] == "tiny"
+    names = sorted(p.name for p in pictures.iterdir())
+    assert names == ["overlay_baseline_00.png", "overlay_finetuned_00.png", "tracking_baseline.gif",
+                     "tracking_finetuned.gif"]  # no loss CSVs here: no loss_curves.png
+    assert json.loads(details.read_text())["details"]["finetuned"]["segm_AP_per_class"]["screw"] == 1.0
+
+
+def test_check_params_names_the_bad_key():
+    assert check_params({})["num_overlays"] == 3
+    with pytest.raises(UserError, match="evaluate.max_images"):
+        check_params({"max_images": -1})
+    with pytest.raises(UserError, match="evaluate.min_score"):
+        check_params({"min_score": 2})
+    with pytest.raises(UserError, match="unknown key 'evaluate.colour'"):
+        check_params({"colour": 1})
+
+
+def test_cli_help_and_clear_errors(tmp_path):
+    python = sys.executable
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    help_run = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--help"], capture_output=True,
+                              text=True, env=env, cwd=tmp_path)
+    assert help_run.returncode == 0 and "J&F" in help_run.stdout
+    (tmp_path / "params.yaml").write_text("model: {profile: tiny, device: cpu}\nevaluate: {max_images: -3}\n")
+    bad = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--no-mlflow"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "evaluate.max_images" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "params.yaml").write_text("model: {profile: tiny, device: cpu}\nevaluate: {}\n")
+    missing = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--no-mlflow"], capture_output=True,
+                             text=True, env=env, cwd=tmp_path)
+    assert missing.returncode == 2 and "test split not found" in missing.stderr
