@@ -229,3 +229,29 @@ def test_cli_help_and_clear_errors(tmp_path):
     missing = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--no-mlflow"], capture_output=True,
                              text=True, env=env, cwd=tmp_path)
     assert missing.returncode == 2 and "test split not found" in missing.stderr
+
+
+def test_stage_logs_metrics_and_pictures_to_mlflow(tmp_path, monkeypatch):
+    import mlflow
+
+    write_coco(tmp_path / "coco")
+    write_ytvis(tmp_path / "ytvis")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    run({"model": {"profile": "tiny", "device": "cpu"}, "evaluate": {"num_overlays": 1, "mlflow": True}},
+        coco_root=tmp_path / "coco", ytvis_root=tmp_path / "ytvis", metrics_file=tmp_path / "m.json",
+        pictures_dir=tmp_path / "pics", details_file=tmp_path / "d.json",
+        model_pairs={"baseline": (no_output, copy_prompt_tracker), "finetuned": (colour_segmenter, colour_tracker)})
+    client = mlflow.tracking.MlflowClient(uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert [r.info.run_name for r in runs] == ["evaluate"]
+    data = runs[0].data
+    assert data.metrics["finetuned.segm_AP"] == 1.0 and data.metrics["baseline.segm_AP"] == 0.0
+    assert "finetuned.J_and_F" in data.metrics and "gain.J_and_F" in data.metrics
+    logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "pictures")}
+    assert "pictures/tracking_finetuned.gif" in logged and "pictures/overlay_baseline_00.png" in logged
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"m.json", "d.json", "pictures"}
+    # tied to the other stages of the same pipeline run (tags from factory_sam3.tracking)
+    assert data.tags.get("stage") == "evaluate" and data.tags.get("pipeline_id")
+    assert data.params["evaluate.num_overlays"] == "1"
