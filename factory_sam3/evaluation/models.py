@@ -107,16 +107,36 @@ def load_pair(label: str, model_params: dict, device: str, stage1_dir: Path, sta
         video_model = video_models.load_stage2(stage2_dir, profile=profile, device=device)
         source = {"image": str(stage1_dir), "video": str(stage2_dir)}
     elif label == "baseline":
+        # The same builders, seeds and sizes the training stages started from, without their weights.
+        stage1_info = _read_json(Path(stage1_dir) / "stage1.json")
+        stage2_config = _read_json(Path(stage2_dir) / "config.json")
+        resolution = stage1_info.get("resolution") if profile == "tiny" else None
         image_model = build_image_model(profile, checkpoint=None if profile == "tiny" else checkpoint,
-                                        device=device, train=False)
-        video_model = video_models.build_video_model(profile, seed=video_seed)
+                                        device=device, train=False, resolution=resolution)
+        video_kwargs: dict[str, Any] = {}
+        accepts = inspect.signature(video_models.build_video_model).parameters
+        if profile == "tiny" and "resolution" in accepts:
+            video_kwargs["resolution"] = stage2_config.get("detector", {}).get("resolution") or resolution
+        if profile == "tiny" and "tracker" in stage2_config and "tiny_tracker" in accepts:
+            video_kwargs["tiny_tracker"] = video_models.TinyTrackerConfig(**stage2_config["tracker"])
+        video_model = video_models.build_video_model(profile, seed=video_seed, **video_kwargs)
         video_models.init_from_checkpoints(video_model, None, None if profile == "tiny" else checkpoint)
         video_model = video_model.to(device).eval()
-        source = {"image": "random init (seed 0)" if profile == "tiny" else str(checkpoint),
-                  "video": f"random init (seed {video_seed})" if profile == "tiny" else str(checkpoint)}
+        source = {"image": "random init (seed 0, as Stage 1 starts)" if profile == "tiny" else str(checkpoint),
+                  "video": f"random init (seed {video_seed}, as Stage 2 starts)" if profile == "tiny"
+                  else str(checkpoint)}
     else:
         raise ValueError(f"unknown model label {label!r}")
     return ModelPair(label, image_predictor(image_model, min_score), video_tracker(video_model), source)
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read ({err})", path) from None
 
 
 def _load_stage1(stage1_dir: Path, profile: str, device: str):

@@ -1,0 +1,46 @@
+"""The real tiny models through the evaluation adapters (baseline: the random init training starts from)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from factory_sam3.evaluation.models import load_pair, resolve_device
+from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos
+from factory_sam3.errors import UserError
+
+from test_evaluate import H, W, write_coco, write_ytvis
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return load_pair("baseline", {"profile": "tiny"}, "cpu", root / "stage1", root / "stage2")
+
+
+def test_baseline_tiny_image_model_scores_the_test_split(baseline, tmp_path):
+    write_coco(tmp_path / "coco")
+    predictions = baseline.predict_image(np.zeros((H, W, 3), np.uint8), ["gripper", "screw"])
+    assert predictions and {p["category"] for p in predictions} <= {"gripper", "screw"}
+    assert all(p["mask"].shape == (H, W) and p["mask"].dtype == bool for p in predictions)
+    assert all(0 <= p["score"] <= 1 for p in predictions)
+    m = evaluate_images(baseline.predict_image, tmp_path / "coco" / "test", EvalSettings())["metrics"]
+    assert 0 <= m["segm_AP"] <= 1 and m["detections"] > 0 and m["images_per_s"] > 0
+
+
+def test_baseline_tiny_tracker_follows_prompts(baseline, tmp_path):
+    write_ytvis(tmp_path / "ytvis")
+    m = evaluate_videos(baseline.track, tmp_path / "ytvis" / "test", EvalSettings())["metrics"]
+    assert m["objects"] == 2 and 0 <= m["J"] <= 1 and 0 <= m["F"] <= 1 and m["frames_per_s"] > 0
+
+
+def test_finetuned_without_training_outputs_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="run `dvc repro train_stage1`"):
+        load_pair("finetuned", {"profile": "tiny"}, "cpu", tmp_path / "stage1", tmp_path / "stage2")
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(UserError, match="evaluate.device"):
+        resolve_device("tpu")
