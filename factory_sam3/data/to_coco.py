@@ -29,7 +29,7 @@ from factory_sam3 import layout
 from factory_sam3.atomic import atomic_dir, write_json
 from factory_sam3.errors import UserError
 from factory_sam3.formats import coco
-from factory_sam3.formats.rle import SegmentationError, read_mask_file, rle_with_box, to_rle, mask_to_rle
+from factory_sam3.formats.rle import SegmentationError, encode_mask01, read_mask_file, rle_with_box, to_rle
 from factory_sam3.data.splits import assign_splits
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -92,7 +92,8 @@ def index_masks(masks_dir: Path, stills: Iterable[str], category_names: Iterable
     if not masks_dir.is_dir():
         return {}
     stills = set(stills)
-    names = sorted(category_names, key=len, reverse=True)
+    order = {name: i for i, name in enumerate(category_names)}  # annotations in category order, as Script 1
+    names = sorted(order, key=len, reverse=True)
     found: dict[str, list[tuple[str, Path]]] = defaultdict(list)
     unmatched = []
     for entry in sorted(os.scandir(masks_dir), key=lambda e: e.name):
@@ -107,7 +108,7 @@ def index_masks(masks_dir: Path, stills: Iterable[str], category_names: Iterable
             unmatched.append(entry.name)
     if unmatched:
         warn(f"{masks_dir}: {len(unmatched)} mask file(s) match no image and class (e.g. {unmatched[0]}); ignored")
-    return {image: sorted(masks) for image, masks in found.items()}
+    return {image: sorted(masks, key=lambda m: order[m[0]]) for image, masks in found.items()}
 
 
 def load_manifest(frames: Path) -> dict[str, dict]:
@@ -221,7 +222,7 @@ def encode_job(job: Job) -> Encoded:
                 f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {Path(job.image).name} is {width}x{height}",
                 mask_path,
             )
-        rle, bbox, area = rle_with_box(mask_to_rle(mask))
+        rle, bbox, area = encode_mask01(mask)
         if area == 0:
             empty += 1
             continue

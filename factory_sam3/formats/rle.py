@@ -55,6 +55,13 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return _json_safe(mask_utils.encode(_column_major(mask01)))
 
 
+def encode_mask01(mask01: np.ndarray) -> tuple[dict, list[float], int]:
+    """``(rle, bbox, area)`` of a uint8 mask that already holds only 0 and 1 (as read_mask_file returns);
+    skips the normalising pass of mask_to_rle. Values other than 0/1 would corrupt the runs."""
+    native = mask_utils.encode(_column_major(mask01))
+    return _json_safe(native), [float(v) for v in mask_utils.toBbox(native)], int(mask_utils.area(native))
+
+
 def read_mask_file(path: str | os.PathLike, threshold: int = 127) -> np.ndarray | None:
     """A mask image as a C-ordered uint8 0/1 array (pixel > threshold is object, like the guide's Script 1),
     or None if the file cannot be decoded. Colour or palette PNGs are converted to grey first."""
