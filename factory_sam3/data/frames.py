@@ -16,6 +16,7 @@ record in the manifest instead, never a silent empty folder.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -31,8 +32,14 @@ from tqdm import tqdm
 from factory_sam3 import layout
 from factory_sam3.atomic import atomic_dir
 from factory_sam3.errors import UserError
-from factory_sam3.sources.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, dump_json
 
+# FFmpeg's and OpenCV's own console chatter about a broken stream would bury our one-line message
+# (which names the file and the problem); silence them unless the user asked for it.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")  # layout.py: any container OpenCV decodes
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MANIFEST = "manifest.json"
 FRAME_NAME = "{:05d}.jpg"
 
@@ -282,7 +289,9 @@ def extract_all(
             "settings": {k: v for k, v in asdict(settings).items() if k != "decoder_threads"},
             "videos": {name: records[name] for name in sorted(records)},
         }
-        dump_json(tmp / MANIFEST, manifest, indent=1)
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as handle:  # sorted keys: same input, same bytes
+            json.dump(manifest, handle, indent=1, sort_keys=True)
+            handle.write("\n")
     return manifest
 
 
