@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     from factory_sam3.data.validate import run
     from factory_sam3.layout import VALIDATE_REPORT
 
+    # a report from an earlier run must not outlive a failure of this one (bad params included)
+    VALIDATE_REPORT.unlink(missing_ok=True)
     report = run(section("validate", args.params), progress=not args.no_progress)
     # written atomically whether or not it passes: a failed run leaves an "ok": false report, never a stale
     # passing one, and the non-zero exit below stops dvc before any training stage

@@ -112,6 +112,15 @@ def test_class_balance_warning_follows_the_param(project):
     assert any("class imbalance" in w for w in load(project / layout.VALIDATE_REPORT)["warnings"])
 
 
+def test_bad_params_remove_a_passing_report(project):
+    assert run_stage("validate", project).returncode == 0
+    (project / "params.yaml").write_text(json.dumps({**PARAMS, "validate": {"class_balance_ratio": "two"}}))
+    result = run_stage("validate", project)
+    assert result.returncode != 0 and "validate.class_balance_ratio" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / layout.VALIDATE_REPORT).exists()
+
+
 def test_failed_run_replaces_a_passing_report(project):
     assert run_stage("validate", project).returncode == 0
     (project / COCO_JSON).write_text("{")

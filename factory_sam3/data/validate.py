@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
