@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
@@ -43,6 +42,8 @@ def _column_major(mask01: np.ndarray) -> np.ndarray:
 
     cv2.transpose writes the transposed pixels with SIMD; its ``.T`` is the same mask in column-major order
     (about 2x faster than ``np.asfortranarray``)."""
+    import cv2  # here, not at the top: validate and to_ytvis never need OpenCV, and it costs 0.2 s to import
+
     return cv2.transpose(np.ascontiguousarray(mask01)).T
 
 
@@ -65,6 +66,8 @@ def encode_mask01(mask01: np.ndarray) -> tuple[dict, list[float], int]:
 def read_mask_file(path: str | os.PathLike, threshold: int = 127) -> np.ndarray | None:
     """A mask image as a C-ordered uint8 0/1 array (pixel > threshold is object, like the guide's Script 1),
     or None if the file cannot be decoded. Colour or palette PNGs are converted to grey first."""
+    import cv2
+
     gray = cv2.imread(os.fspath(path), cv2.IMREAD_GRAYSCALE)
     if gray is None:
         return None
