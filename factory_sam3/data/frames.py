@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -248,8 +248,11 @@ def extract_all(
     if not raw.is_dir():
         raise UserError("raw data folder not found (run the fetch stage first)", raw)
     jobs = find_jobs(raw)
-    workers = default_workers() if not workers else workers
+    cores = default_workers()
+    workers = cores if not workers else workers
     workers = max(1, min(workers, len(jobs) or 1))
+    # fewer videos than cores: let each decoder use the spare cores (frame threading) instead
+    settings = replace(settings, decoder_threads=max(1, cores // workers) if len(jobs) < cores else 1)
     records: dict[str, dict] = {}
     with atomic_dir(out) as tmp:
         bar = tqdm(total=len(jobs), desc="extract_frames", unit="video", disable=not progress, file=sys.stderr)
