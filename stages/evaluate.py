@@ -5,7 +5,9 @@ Scores the starting weights (`baseline`: the profile's un-fine-tuned model) and 
 (`finetuned`: models/stage1 for images, models/stage2 for video) on the test splits:
   images  data/coco/test   text prompts = category names; COCO segm/bbox AP, AP50, AP75, per-class AP
   video   data/ytvis/test  each object prompted with its first visible ground-truth mask and tracked;
-                           J, F, J&F (DAVIS) on the later frames, YTVIS mAP (sam3's evaluator)
+                           J, F, J&F (DAVIS) on the later frames; and text-prompted video
+                           instance segmentation (image model finds objects by class name on
+                           keyframes, tracker follows them) scored with YTVIS mAP (sam3's evaluator)
   speed   images/s and frames/s of the model calls, with the device named
 Writes metrics/evaluate.json (DVC metrics), reports/evaluate/ (overlay PNGs, tracked-clip GIFs, loss
 curves) and reports/evaluate_details.json; logs all of it to MLflow (run name `evaluate`, tagged with the
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     all_params = load_params(args.params)
     section("evaluate", args.params)  # a clear error if the section is missing
     metrics = run(all_params, log_mlflow=False if args.no_mlflow else None)
-    rows = ("segm_AP", "bbox_AP", "J", "F", "J&F", "ytvis_mAP", "images_per_s", "frames_per_s")
+    rows = ("segm_AP", "bbox_AP", "J", "F", "J&F", "vis_mAP", "images_per_s", "frames_per_s")
     print(f"device: {metrics['device']}   profile: {metrics['profile']}")
     print(f"{'':14s}{'baseline':>12s}{'finetuned':>12s}{'gain':>10s}")
     for key in rows:

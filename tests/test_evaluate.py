@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from factory_sam3.evaluation import metrics
-from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos
+from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos, evaluate_vis
 from factory_sam3.evaluation.stage import check_params, run
 from factory_sam3.errors import UserError
 from factory_sam3.formats.rle import mask_to_rle, rle_bbox
@@ -155,7 +155,6 @@ def test_videos_perfect_tracker_scores_one(tmp_path):
                              EvalSettings(pictures_dir=tmp_path / "pics", label="p"))
     m = result["metrics"]
     assert m["J"] == 1.0 and m["F"] == 1.0 and m["J&F"] == 1.0
-    assert m["ytvis_mAP"] == pytest.approx(1.0)
     assert m["videos"] == 1 and m["objects"] == 2 and m["frames_per_s"] > 0
     assert Image.open(result["pictures"][0]).n_frames == 6
 
@@ -178,6 +177,22 @@ def test_videos_copy_prompt_matches_independent_score(tmp_path):
     assert 0 < m["J"] < 1
 
 
+def test_text_prompted_vis_finds_tracks_and_scores_with_sam3_evaluator(tmp_path):
+    write_ytvis(tmp_path / "ytvis")
+    split = tmp_path / "ytvis" / "test"
+    # keyframes 0, 2, 4: the gripper is found on 0, part_A (appears at 2) on 2; the gripper seen again
+    # on 2 and 4 overlaps its track and starts no duplicate (a duplicate would be a false positive)
+    every_other = evaluate_vis(colour_segmenter, colour_tracker, split, EvalSettings(vis_keyframe_stride=2))
+    assert every_other["metrics"]["vis_tracks"] == 2
+    assert every_other["metrics"]["vis_mAP"] == pytest.approx(1.0)
+    # only keyframe 0: part_A is never found -> gripper AP 1, part_A AP 0 -> mAP 0.5
+    first_only = evaluate_vis(colour_segmenter, colour_tracker, split, EvalSettings(vis_keyframe_stride=8))
+    assert first_only["metrics"]["vis_tracks"] == 1
+    assert first_only["metrics"]["vis_mAP"] == pytest.approx(0.5)
+    nothing = evaluate_vis(no_output, colour_tracker, split, EvalSettings(vis_keyframe_stride=2))
+    assert nothing["metrics"]["vis_mAP"] == 0.0 and nothing["metrics"]["vis_tracks"] == 0
+
+
 # --------------------------------------------------------------------------------------- stage
 
 
@@ -188,7 +203,7 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     metrics_file = tmp_path / "metrics" / "evaluate.json"
     pictures = tmp_path / "reports" / "evaluate"
     details = tmp_path / "reports" / "evaluate_details.json"
-    result = run({"model": {"profile": "tiny", "device": "cpu"}, "evaluate": {"num_overlays": 1}},
+    result = run({"model": {"profile": "tiny", "device": "cpu"}, "evaluate": {"num_overlays": 1, "vis_keyframe_stride": 2}},
                  coco_root=tmp_path / "coco", ytvis_root=tmp_path / "ytvis", metrics_file=metrics_file,
                  pictures_dir=pictures, details_file=details, log_mlflow=False,
                  model_pairs={"baseline": (no_output, copy_prompt_tracker),
@@ -198,6 +213,7 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     assert written["baseline"]["segm_AP"] == 0.0 and written["finetuned"]["segm_AP"] == 1.0
     assert written["gain"]["segm_AP"] == 1.0
     assert written["gain"]["J&F"] == pytest.approx(1.0 - written["baseline"]["J&F"], abs=1e-4)
+    assert written["finetuned"]["vis_mAP"] == 1.0 and written["baseline"]["vis_mAP"] == 0.0
     assert written["device"].startswith("cpu") and written["profile"] == "tiny"
     names = sorted(p.name for p in pictures.iterdir())
     assert names == ["overlay_baseline_00.png", "overlay_finetuned_00.png", "tracking_baseline.gif",
@@ -211,6 +227,10 @@ def test_check_params_names_the_bad_key():
         check_params({"max_images": -1})
     with pytest.raises(UserError, match="evaluate.min_score"):
         check_params({"min_score": 2})
+    with pytest.raises(UserError, match="evaluate.vis_keyframe_stride"):
+        check_params({"vis_keyframe_stride": 0})
+    with pytest.raises(UserError, match="'evaluate.vis' must be true or false"):
+        check_params({"vis": "yes"})
     with pytest.raises(UserError, match="unknown key 'evaluate.colour'"):
         check_params({"colour": 1})
 

@@ -10,9 +10,10 @@ the baseline and the fine-tuned weights (and fake predictors in tests):
   object is given by its first visible ground-truth mask and must be followed from there on).
 
 Scores: COCO segm/bbox AP (pycocotools) on the images; J, F, J&F on the frames after each object's
-prompt frame (the prompt itself is given, so it is not scored); YTVIS mAP of the tracked masklets
-(sam3's evaluator; ground-truth classes and prompts, so it measures mask quality over time); speed as
-images/s and frames/s of the model calls alone (metric code not timed).
+prompt frame (the prompt itself is given, so it is not scored); text-prompted video instance
+segmentation (the image model finds objects by class name on keyframes, the tracker follows them)
+scored with YTVIS mAP by sam3's own evaluator; speed as images/s and frames/s of the model calls alone
+(metric code not timed).
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class EvalSettings:
     overlay_min_score: float = 0.5  # predictions drawn in the overlays
     num_overlays: int = 4
     gif_frames: int = 24
+    vis: bool = True               # text-prompted video instance segmentation (detector + tracker)
+    vis_keyframe_stride: int = 8   # the detector looks for new objects every N-th frame
+    vis_min_score: float = 0.5     # detections that start a track
+    vis_max_tracks: int = 20       # per video
     pictures_dir: Path | None = None
     label: str = ""                # "baseline" / "finetuned": names the pictures
     extra: dict = field(default_factory=dict)
@@ -175,7 +180,6 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
     gt, videos = load_ytvis_split(split_dir, settings.max_videos)
     _, id_to_name = coco_format.category_maps(gt["categories"])
     per_video: dict[int, list[dict]] = {}
-    masklets: list[dict] = []
     frames_tracked = 0
     model_seconds = 0.0
     gif = None
@@ -218,9 +222,6 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
             gt_scored = [masks[t] if masks[t] is not None else np.zeros((h, w), bool) for t in scored]
             if scored:
                 scores.append(metrics.score_object([pred[t] for t in scored], gt_scored))
-            ann = next(a for a in tracks if a["id"] == obj_id)
-            masklets.append({"video_id": video["id"], "category_id": ann["category_id"], "score": 1.0,
-                             "segmentations": [mask_to_rle(m) if m.any() else None for m in pred]})
         per_video[video["id"]] = scores
         if gif is None and settings.pictures_dir is not None:
             count = min(len(frames), settings.gif_frames)
@@ -231,12 +232,72 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
                                Path(settings.pictures_dir) / f"tracking_{settings.label or 'model'}.gif",
                                labels=labels)
     summary = metrics.aggregate_video_scores(per_video)
-    ytvis = metrics.ytvis_map(gt, masklets) if masklets else {"mAP": None}
     result = {
         "J": summary.get("J"), "F": summary.get("F"), "J&F": summary.get("J&F"),
         "videos": summary.get("videos", 0), "objects": summary.get("objects", 0),
-        "ytvis_mAP": ytvis["mAP"],
         "frames_per_s": frames_tracked / model_seconds if model_seconds > 0 else None,
     }
     return {"metrics": result, "pictures": [str(gif)] if gif else []}
 
+
+
+# ---------------------------------------------------------------------------------------------- video instance segmentation
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 0.0
+
+
+def evaluate_vis(predict_image: PredictImage, track: Track, split_dir: str | Path,
+                 settings: EvalSettings) -> dict[str, Any]:
+    """Text-prompted video instance segmentation, scored with YTVIS mAP (sam3.eval.ytvis_eval).
+
+    On every ``vis_keyframe_stride``-th frame the image model is prompted with each class name; a
+    detection scoring at least ``vis_min_score`` that overlaps no object already tracked there
+    (mask IoU < 0.5) starts a new track, which the tracker follows from that frame on. A masklet's
+    score is its starting detection's score; its class is the prompt that found it.
+    """
+    split_dir = Path(split_dir)
+    ann_file = split_dir / YTVIS_ANNOTATIONS
+    gt, videos = load_ytvis_split(split_dir, settings.max_videos)
+    name_to_id, _ = coco_format.category_maps(gt["categories"])
+    class_names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+    masklets: list[dict] = []
+    stride = max(1, settings.vis_keyframe_stride)
+    for video in tqdm(videos, desc=f"vis {settings.label}".strip(), leave=False):
+        frames = [_read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}")
+                  for name in video["file_names"]]
+        prompts: dict[int, tuple[int, np.ndarray]] = {}
+        found: dict[int, tuple[str, float]] = {}
+        tracked: Mapping[Any, Sequence[Any]] = {}
+        tracked_prompts = 0
+        for k in range(0, len(frames), stride):
+            detections = [d for d in predict_image(frames[k], class_names) if float(d["score"]) >= settings.vis_min_score]
+            detections.sort(key=lambda d: -float(d["score"]))
+            if not detections or len(prompts) >= settings.vis_max_tracks:
+                continue
+            if prompts and tracked_prompts != len(prompts):
+                tracked, tracked_prompts = track(frames, prompts), len(prompts)
+            here = [np.asarray(m[k], bool) for m in tracked.values() if m[k] is not None]
+            for det in detections:
+                mask = np.asarray(det["mask"], dtype=bool)
+                if not mask.any() or any(_iou(mask, other) >= 0.5 for other in here):
+                    continue
+                obj = len(prompts) + 1
+                prompts[obj] = (k, mask)
+                found[obj] = (det["category"], float(det["score"]))
+                here.append(mask)
+                if len(prompts) >= settings.vis_max_tracks:
+                    break
+        if not prompts:
+            continue
+        if tracked_prompts != len(prompts):
+            tracked = track(frames, prompts)
+        for obj, (category, score) in found.items():
+            segs = [None if m is None or not np.asarray(m).any() else mask_to_rle(np.asarray(m, bool))
+                    for m in tracked.get(obj, [None] * len(frames))]
+            masklets.append({"video_id": video["id"], "category_id": name_to_id[category], "score": score,
+                             "segmentations": segs})
+    ytvis = metrics.ytvis_map(gt, masklets)
+    return {"metrics": {"vis_mAP": ytvis["mAP"], "vis_AP50": ytvis["AP50"], "vis_tracks": len(masklets)}}

@@ -2,7 +2,7 @@
 
 Writes
     metrics/evaluate.json          DVC metrics, flat enough for `dvc exp show`:
-        {"baseline": {"segm_AP", "bbox_AP", "J", "F", "J&F", "ytvis_mAP", "images_per_s", "frames_per_s", ...},
+        {"baseline": {"segm_AP", "bbox_AP", "J", "F", "J&F", "vis_mAP", "images_per_s", "frames_per_s", ...},
          "finetuned": {...}, "gain": {"segm_AP": finetuned - baseline, ...}, "device": ..., "profile": ...}
     reports/evaluate/              pictures only (DVC image plots): overlay_<model>_NN.png (ground truth left,
                                    prediction right), tracking_<model>.gif, loss_curves.png
@@ -20,7 +20,7 @@ from factory_sam3 import layout
 from factory_sam3.atomic import atomic_dir, write_json
 from factory_sam3.errors import UserError
 from factory_sam3.evaluation.pictures import loss_curves
-from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos
+from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos, evaluate_vis
 
 METRICS_FILE = layout.METRICS / "evaluate.json"
 PICTURES_DIR = Path("reports") / "evaluate"
@@ -29,7 +29,7 @@ LOSS_CSVS = {"Stage 1 (image)": layout.PLOTS / "train_stage1_loss.csv",
              "Stage 2 (video)": layout.PLOTS / "train_stage2_loss.csv"}
 LABELS = ("baseline", "finetuned")
 # compared in "gain": higher is better for all of them
-GAIN_KEYS = ("segm_AP", "segm_AP50", "bbox_AP", "J", "F", "J&F", "ytvis_mAP")
+GAIN_KEYS = ("segm_AP", "segm_AP50", "bbox_AP", "J", "F", "J&F", "vis_mAP")
 
 DEFAULTS: dict[str, Any] = {
     "max_images": 0,
@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "num_overlays": 3,
     "gif_frames": 16,
     "device": None,        # None: model.device
+    "vis": True,
+    "vis_keyframe_stride": 8,
+    "vis_min_score": 0.5,
+    "vis_max_tracks": 20,
     "mlflow": True,
 }
 
@@ -50,13 +54,18 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise UserError(f"unknown key 'evaluate.{unknown[0]}' (known: {', '.join(DEFAULTS)})", "params.yaml")
     merged = {**DEFAULTS, **params}
-    for key in ("max_images", "max_videos", "max_detections", "num_overlays", "gif_frames"):
+    for key in ("max_images", "max_videos", "max_detections", "num_overlays", "gif_frames", "vis_keyframe_stride",
+                "vis_max_tracks"):
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UserError(f"'evaluate.{key}' must be an integer >= 0, got {value!r}", "params.yaml")
-    if merged["max_detections"] < 1 or merged["gif_frames"] < 1:
-        raise UserError("'evaluate.max_detections' and 'evaluate.gif_frames' must be >= 1", "params.yaml")
-    for key in ("min_score", "overlay_min_score"):
+    for key in ("max_detections", "gif_frames", "vis_keyframe_stride", "vis_max_tracks"):
+        if merged[key] < 1:
+            raise UserError(f"'evaluate.{key}' must be >= 1", "params.yaml")
+    for key in ("vis", "mlflow"):
+        if not isinstance(merged[key], bool):
+            raise UserError(f"'evaluate.{key}' must be true or false, got {merged[key]!r}", "params.yaml")
+    for key in ("min_score", "overlay_min_score", "vis_min_score"):
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise UserError(f"'evaluate.{key}' must be a number in [0, 1], got {value!r}", "params.yaml")
@@ -69,7 +78,9 @@ def settings_for(params: Mapping[str, Any], label: str, pictures_dir: Path | Non
     return EvalSettings(max_images=params["max_images"], max_videos=params["max_videos"],
                         max_detections=params["max_detections"], min_score=float(params["min_score"]),
                         overlay_min_score=float(params["overlay_min_score"]), num_overlays=params["num_overlays"],
-                        gif_frames=params["gif_frames"], pictures_dir=pictures_dir, label=label)
+                        gif_frames=params["gif_frames"], pictures_dir=pictures_dir, label=label,
+                        vis=params["vis"], vis_keyframe_stride=params["vis_keyframe_stride"],
+                        vis_min_score=float(params["vis_min_score"]), vis_max_tracks=params["vis_max_tracks"])
 
 
 def evaluate_models(models: Mapping[str, tuple[Callable, Callable]], params: Mapping[str, Any],
@@ -83,7 +94,9 @@ def evaluate_models(models: Mapping[str, tuple[Callable, Callable]], params: Map
         settings = settings_for(params, label, pictures_dir)
         images = evaluate_images(predict_image, coco_dir, settings)
         videos = evaluate_videos(track, ytvis_dir, settings)
-        flat = {k: v for k, v in {**images["metrics"], **videos["metrics"]}.items() if not isinstance(v, dict)}
+        vis = evaluate_vis(predict_image, track, ytvis_dir, settings) if settings.vis else {"metrics": {}}
+        flat = {k: v for k, v in {**images["metrics"], **videos["metrics"], **vis["metrics"]}.items()
+                if not isinstance(v, dict)}
         out["metrics"][label] = flat
         out["details"][label] = {"segm_AP_per_class": images["metrics"]["segm_AP_per_class"]}
         out["pictures"] += images["pictures"] + videos["pictures"]
