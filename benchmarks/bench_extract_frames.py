@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import io
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -41,6 +42,12 @@ def make_videos(folder: Path, count: int, frames: int, width: int, height: int) 
     for index in range(count):
         render_video(cfg, 0, index, folder / "videos" / f"cam_{index:02d}.mp4")
     marker.touch()
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (our workers), user + system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def count_jpegs(root: Path) -> int:
@@ -84,25 +91,28 @@ def main() -> None:
         return out
 
     times: dict[str, list[float]] = {"guide Script 2": [], "ours": []}
+    cpu: dict[str, list[float]] = {"guide Script 2": [], "ours": []}
     frames: dict[str, int] = {}
     for repeat in range(args.repeats):
         order = [("guide Script 2", baseline), ("ours", ours)]
         if repeat % 2:
             order.reverse()
         for name, run in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             out = run()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(cpu_seconds() - c0)
             frames[name] = count_jpegs(out)
     if frames["ours"] != frames["guide Script 2"]:
         raise SystemExit(f"frame counts differ: {frames}")
 
-    print(f"{'':16s} {'median s':>9s} {'frames/s':>9s}   runs (s)")
+    print(f"{'':16s} {'median s':>9s} {'frames/s':>9s} {'CPU s':>7s}   runs (s)")
     rates = {}
     for name, values in times.items():
         median = statistics.median(values)
         rates[name] = frames[name] / median
-        print(f"{name:16s} {median:9.3f} {rates[name]:9.1f}   " + " ".join(f"{v:.2f}" for v in values))
+        print(f"{name:16s} {median:9.3f} {rates[name]:9.1f} {statistics.median(cpu[name]):7.2f}   "
+              + " ".join(f"{v:.2f}" for v in values))
     print(f"ratio ours / guide Script 2: {rates['ours'] / rates['guide Script 2']:.2f}x "
           f"({frames['ours']} frames each, {args.repeats} alternating repeats, load avg {os.getloadavg()[0]:.1f})")
 

@@ -228,8 +228,8 @@ def _make_defect(rng: np.random.Generator, track: int, radius: float) -> Defect:
         dx=float(rng.uniform(-reach, reach)),
         dy=float(rng.uniform(-reach, reach)),
         shape=shape,
-        length=float(rng.uniform(11, 15) if shape == "scratch" else rng.uniform(8, 11)),
-        width=float(rng.uniform(3.5, 5) if shape == "scratch" else rng.uniform(6, 8)),
+        length=float(rng.uniform(14, 18) if shape == "scratch" else rng.uniform(10, 13)),
+        width=float(rng.uniform(4.5, 6) if shape == "scratch" else rng.uniform(7, 9)),
         angle=float(rng.uniform(0, 180)),
     )
 
