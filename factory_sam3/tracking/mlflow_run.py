@@ -114,6 +114,7 @@ class StageRun:
         if reason is None:
             try:
                 self._open(self.uri)
+                self._replay()  # tags and params given before the run existed
                 return
             except Exception as err:  # server reachable but refusing (auth, 5xx): same as down
                 reason = f"{type(err).__name__}: {err}"
