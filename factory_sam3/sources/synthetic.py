@@ -250,21 +250,19 @@ def _make_item(rng: np.random.Generator, next_track: list[int], s: float, y: flo
 
 # ------------------------------------------------------------------------------------------- videos
 
-def _fill_batch(rng, next_track, start: float, stop: float, anchor_first: bool, belt: tuple[float, float],
-                items: list[BeltItem]) -> None:
-    """Place items along belt coordinates from ``start`` towards ``stop`` (either direction)."""
+def _fill_batch(rng, next_track, start: float, stop: float, belt: tuple[float, float], items: list[BeltItem]) -> None:
+    """Place items along belt coordinates from ``start`` towards ``stop`` (either direction): the first one
+    right at ``start`` (the edge of the empty-belt gap), the others spaced so no two overlap."""
     direction = 1 if stop >= start else -1
     s = start
-    previous_radius = 0.0
-    first = True
+    previous_radius = None
     while (s - stop) * direction <= 0:
         category = "part_A" if rng.random() < PART_SHARE else "screw"
         item = _make_item(rng, next_track, 0.0, 0.0, category, defect_chance=DEFECT_CHANCE)
-        if not first or not anchor_first:
-            s += direction * (previous_radius + item.radius + float(rng.uniform(4, 35)))
+        if previous_radius is None:
+            s += direction * item.radius
         else:
-            s += direction * item.radius  # the anchor sits right at the edge of the gap
-        first = False
+            s += direction * (previous_radius + item.radius + float(rng.uniform(4, 35)))
         if (s - stop) * direction > 0:
             break
         item.s = s
@@ -294,11 +292,11 @@ def _plan_video(rng: np.random.Generator, cfg: dict, scene: Scene) -> tuple[list
     if gap_start > 0:
         # items that have left the view when the gap starts (x(gap_start) >= width + radius); the first
         # one leaves exactly then, the others earlier
-        _fill_batch(rng, next_track, width - speed * gap_start, width + margin, True, belt, items)
+        _fill_batch(rng, next_track, width - speed * gap_start, width + margin, belt, items)
     if gap.stop < n:
         # items that enter the view only after the gap (x(gap.stop - 1) <= -radius); the first one enters
         # right after it, the others later
-        _fill_batch(rng, next_track, -speed * (gap.stop - 1), -margin - speed * (n - 1), True, belt, items)
+        _fill_batch(rng, next_track, -speed * (gap.stop - 1), -margin - speed * (n - 1), belt, items)
     # nothing may show during the gap: drop anything the radius bookkeeping let through
     # and anything never in view at all
     items = [
