@@ -104,7 +104,9 @@ def evaluate_images(predict_image: PredictImage, split_dir: str | Path, settings
     detections: list[dict] = []
     model_seconds = 0.0
     overlays: list[str] = []
-    for index, image_info in enumerate(tqdm(images, desc=f"images {settings.label}".strip(), leave=False)):
+    # pictures of the first images that show something (a negative makes a dull overlay)
+    overlay_ids = [im["id"] for im in images if by_image.get(im["id"])][: settings.num_overlays]
+    for image_info in tqdm(images, desc=f"images {settings.label}".strip(), leave=False):
         record = f"image {image_info['id']} ({image_info['file_name']})"
         image = _read_rgb(split_dir / image_info["file_name"], ann_file, record)
         start = time.perf_counter()
@@ -123,14 +125,15 @@ def evaluate_images(predict_image: PredictImage, split_dir: str | Path, settings
             detections.append({"image_id": image_info["id"], "category_id": name_to_id[pred["category"]],
                                "score": float(pred["score"]), "segmentation": rle,
                                "bbox": _mask_bbox(mask)})
-        if settings.pictures_dir is not None and index < settings.num_overlays:
+        if settings.pictures_dir is not None and image_info["id"] in overlay_ids:
             h, w = image.shape[:2]
             gt_instances = [{"category": id_to_name[a["category_id"]],
                              "mask": _decode(a["segmentation"], h, w, ann_file, f"annotation {a['id']}")}
                             for a in by_image.get(image_info["id"], [])]
             shown = [{"category": p["category"], "mask": np.asarray(p["mask"], bool), "score": float(p["score"])}
                      for p in predictions if float(p["score"]) >= settings.overlay_min_score]
-            path = Path(settings.pictures_dir) / f"overlay_{settings.label or 'model'}_{index:02d}.png"
+            number = overlay_ids.index(image_info["id"])
+            path = Path(settings.pictures_dir) / f"overlay_{settings.label or 'model'}_{number:02d}.png"
             overlay_figure(image, gt_instances, shown, class_names, path,
                            title=f"{settings.label}: {image_info['file_name']} (predictions >= "
                                  f"{settings.overlay_min_score:g})")
