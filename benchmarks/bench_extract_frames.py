@@ -93,6 +93,14 @@ def main() -> None:
     times: dict[str, list[float]] = {"guide Script 2": [], "ours": []}
     cpu: dict[str, list[float]] = {"guide Script 2": [], "ours": []}
     frames: dict[str, int] = {}
+    # warm-up (page cache, lazy library init), then check both wrote the very same files, byte for byte
+    base_out, our_out = baseline(), ours()
+    base_files = sorted(p.relative_to(base_out) for p in base_out.rglob("*.jpg"))
+    our_files = sorted(p.relative_to(our_out) for p in our_out.rglob("*.jpg"))
+    if base_files != our_files or any((base_out / f).read_bytes() != (our_out / f).read_bytes() for f in base_files):
+        raise SystemExit("ours and the baseline wrote different frames")
+    print(f"check: both write the same {len(base_files)} JPEG files, byte for byte")
+
     for repeat in range(args.repeats):
         order = [("guide Script 2", baseline), ("ours", ours)]
         if repeat % 2:
