@@ -166,7 +166,7 @@ def test_interrupted_push_resumes_and_clone_pull_is_complete(tmp_path, s3, env):
 
     repo = make_project(tmp_path, s3, "interrupt", env)
     commit_dataset(repo, env, seed=5, message="bigger dataset", count=300, size=16384)
-    total_objects = 301  # 300 files + the .dir listing
+    total_objects = 302  # 300 frames + annotations.json + the .dir listing
     bucket = boto3.resource("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing").Bucket("interrupt")
 

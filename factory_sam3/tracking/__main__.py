@@ -6,6 +6,7 @@
   find   the runs that produced a stage's current outputs (also when DVC restored them from its
          run cache, which runs no code and logs nothing): matched by the params_hash tag
   sync   copy runs that fell back to the local store (server was down) to MLFLOW_TRACKING_URI
+  plot   a PNG of one metric per step across runs (offline picture of a sweep)
   where  print the tracking URI and artifact folder in use
 """
 
@@ -47,6 +48,38 @@ def _search(filter_string: str, experiment: str | None):
     return client.search_runs([exp.experiment_id], filter_string=filter_string, order_by=["attributes.start_time DESC"])
 
 
+def _plot_runs(runs, metric: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mlflow.tracking import MlflowClient
+
+    from factory_sam3.atomic import atomic_file
+
+    client = MlflowClient(tracking_uri=store.tracking_uri())
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for run in runs:
+        history = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
+        lr = {k: v for k, v in run.data.params.items() if k.endswith("lr_scale")}
+        label = run.data.tags.get("dvc_exp_name") or run.info.run_name or run.info.run_id[:8]
+        if lr:
+            label += " (" + ", ".join(f"{k.rsplit('.', 2)[-2]}={v}" for k, v in sorted(lr.items())) + ")"
+        ax.plot([m.step for m in history], [m.value for m in history], label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per step, {len(runs)} run(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_file(out, "wb") as handle:
+        fig.savefig(handle, format="png")
+    plt.close(fig)
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m factory_sam3.tracking", description=__doc__,
@@ -66,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     sync.add_argument("--to", default=os.environ.get("MLFLOW_TRACKING_URI"),
                       help="server URI (default: MLFLOW_TRACKING_URI)")
     sync.add_argument("--dry-run", action="store_true")
+    plot = sub.add_parser("plot", help="PNG of a metric per step across runs")
+    plot.add_argument("--metric", default="loss")
+    plot.add_argument("--stage", help="only runs of this stage")
+    plot.add_argument("--exp", nargs="*", help="only these DVC experiment names")
+    plot.add_argument("--last", type=int, default=12, help="at most this many runs, newest first")
+    plot.add_argument("--out", type=Path, default=Path("reports") / "runs_loss.png")
     sub.add_parser("where", help="print the store in use")
     args = parser.parse_args(argv)
 
@@ -99,6 +138,16 @@ def main(argv: list[str] | None = None) -> int:
         digest = params_hash(args.stage, workdir, dataset_version(dataset_hashes(workdir)))
         print(f"stage {args.stage}: params_hash {digest}")
         _print_runs(_search(f"tags.params_hash = '{digest}' and tags.stage = '{args.stage}'", args.experiment))
+    elif args.command == "plot":
+        clauses = [f"tags.stage = '{args.stage}'"] if args.stage else []
+        runs = _search(" and ".join(clauses), args.experiment)
+        if args.exp:
+            runs = [r for r in runs if r.data.tags.get("dvc_exp_name") in set(args.exp)]
+        runs = [r for r in runs if args.metric in r.data.metrics][: args.last]
+        if not runs:
+            raise UserError(f"no runs with metric '{args.metric}'", store.tracking_uri())
+        _plot_runs(runs, args.metric, args.out)
+        print(f"wrote {args.out} ({len(runs)} runs)")
     elif args.command == "sync":
         if not args.to:
             raise UserError("no target: set MLFLOW_TRACKING_URI or pass --to http://host:port", "sync")
