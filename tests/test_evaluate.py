@@ -275,3 +275,22 @@ def test_stage_logs_metrics_and_pictures_to_mlflow(tmp_path, monkeypatch):
     # tied to the other stages of the same pipeline run (tags from factory_sam3.tracking)
     assert data.tags.get("stage") == "evaluate" and data.tags.get("pipeline_id")
     assert data.params["evaluate.num_overlays"] == "1"
+
+
+def test_bbox_ap_scores_the_model_box_when_given(tmp_path):
+    write_coco(tmp_path / "coco")
+    split = tmp_path / "coco" / "test"
+
+    def with_boxes(shift):
+        def predict(image, class_names):
+            out = colour_segmenter(image, class_names)
+            for p in out:
+                ys, xs = np.nonzero(p["mask"])
+                p["box"] = [xs.min() + shift, ys.min() + shift, xs.max() + 1 + shift, ys.max() + 1 + shift]
+            return out
+        return predict
+
+    exact = evaluate_images(with_boxes(0), split, EvalSettings())["metrics"]
+    assert exact["bbox_AP"] == pytest.approx(1.0)
+    far = evaluate_images(with_boxes(30), split, EvalSettings())["metrics"]  # masks right, boxes far off
+    assert far["segm_AP"] == pytest.approx(1.0) and far["bbox_AP"] < 0.2

@@ -73,10 +73,12 @@ def image_predictor(model, min_score: float = 0.0) -> PredictImage:
         out = []
         for item in predict_image(model, Image.fromarray(image), list(class_names), **kwargs):
             if isinstance(item, dict):
-                category, score, mask = item["category"], item["score"], item["mask"]
+                category, score, mask, box = item["category"], item["score"], item["mask"], item.get("box")
             else:
                 category, score, mask = item[0], item[1], item[2]
-            out.append({"category": category, "score": float(score), "mask": np.asarray(mask, dtype=bool)})
+                box = item[3] if len(item) > 3 else None
+            out.append({"category": category, "score": float(score), "mask": np.asarray(mask, dtype=bool),
+                        "box": None if box is None else [float(v) for v in box]})
         return out
 
     return predict

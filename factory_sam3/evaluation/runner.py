@@ -3,8 +3,9 @@
 The runner knows nothing about how a model predicts: it takes two callables, so the same code scores
 the baseline and the fine-tuned weights (and fake predictors in tests):
 
-- ``predict_image(image, class_names) -> [{"category": name, "score": float, "mask": HxW bool}, ...]``
-  with ``image`` an RGB uint8 HxWx3 array and the class names used as text prompts.
+- ``predict_image(image, class_names) -> [{"category": name, "score": float, "mask": HxW bool,
+  "box": [x0, y0, x1, y1] px (optional)}, ...]`` with ``image`` an RGB uint8 HxWx3 array and the class
+  names used as text prompts.
 - ``track(frames, prompts) -> {object_id: [HxW bool mask or None per frame]}`` with ``frames`` a list of
   RGB uint8 arrays and ``prompts`` ``{object_id: (frame_index, HxW bool mask)}`` (semi-supervised: each
   object is given by its first visible ground-truth mask and must be followed from there on).
@@ -122,9 +123,12 @@ def evaluate_images(predict_image: PredictImage, split_dir: str | Path, settings
             if mask.shape != image.shape[:2]:
                 raise ValueError(f"predicted mask {mask.shape} differs from image size {image.shape[:2]}")
             rle = mask_to_rle(mask)
+            # bbox AP scores the model's own box where it has one (SAM3's box head), else the mask's
+            box = pred.get("box")
+            bbox = _mask_bbox(mask) if box is None else [float(box[0]), float(box[1]), float(box[2] - box[0]),
+                                                         float(box[3] - box[1])]
             detections.append({"image_id": image_info["id"], "category_id": name_to_id[pred["category"]],
-                               "score": float(pred["score"]), "segmentation": rle,
-                               "bbox": _mask_bbox(mask)})
+                               "score": float(pred["score"]), "segmentation": rle, "bbox": bbox})
         if settings.pictures_dir is not None and image_info["id"] in overlay_ids:
             h, w = image.shape[:2]
             gt_instances = [{"category": id_to_name[a["category_id"]],
