@@ -1,0 +1,517 @@
+"""Stage 2 training loop: settings, optimiser, resumable checkpoints, DDP, held-out evaluation, outputs.
+
+``run(settings, model_params)`` trains the tracker on YTVIS clips and returns the metrics; the stage CLI
+(stages/train_stage2.py) only parses arguments and calls it.
+
+- Steps are optimiser steps; each accumulates ``grad_accum`` clips (per process). Clip ``k`` of step ``s`` on
+  rank ``r`` is drawn from ``numpy.random.default_rng([seed, s, k, r])`` and torch is reseeded the same way, so a
+  resumed run replays exactly the clips and dropout masks it would have seen.
+- Checkpoints go to ``runs/train_stage2/<key>/last.pt`` every ``save_freq`` steps and at the end (atomic
+  rename). ``<key>`` hashes the settings, the model section, the Stage 1 weights and the annotations, so a
+  changed config starts fresh instead of resuming a stale run. DVC deletes ``models/stage2`` before a rerun;
+  the scratch directory survives, so ``dvc repro`` after a kill resumes.
+- The final export (``models/stage2/model.pt``) is the full video-model state dict, ``detector.*`` +
+  ``tracker.*`` (``factory_sam3.models.video.save_stage2``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from factory_sam3 import layout
+from factory_sam3.atomic import atomic_dir, atomic_file, write_json
+from factory_sam3.errors import UserError
+from factory_sam3.models import video as video_models
+from factory_sam3.training.stage2 import losses
+from factory_sam3.training.stage2.data import ClipAugment, ClipSampler, Video, collate_clip, load_ytvis
+from factory_sam3.training.stage2.forward import PROMPTS, ClipForward, ForwardOptions
+
+STAGE = "train_stage2"
+RUNS_DIR = layout.RUNS / STAGE
+CHECKPOINT = "last.pt"
+LOSS_COLUMNS = ["loss", *losses.COMPONENTS]
+
+
+@dataclass
+class Stage2Settings:
+    lr_scale: float = 0.05
+    base_lr: dict = field(default_factory=lambda: {"tiny": 0.02, "sam3": 8.0e-4})
+    steps: int = 100
+    grad_accum: int = 2
+    frames_per_clip: int = 4
+    stride_min: int = 1
+    stride_max: int = 5
+    reverse_prob: float = 0.5
+    max_objects: int = 3
+    prompt_probs: dict = field(default_factory=lambda: {"mask": 0.5, "box": 0.25, "points": 0.25})
+    num_cond_frames: int = 1
+    correction_clicks: int = 1
+    freeze: list = field(default_factory=lambda: ["detector"])
+    train: list = field(default_factory=lambda: ["tracker", "detector.backbone.vision_backbone.sam2_convs"])
+    resolution: Optional[int] = None
+    weight_decay: float = 0.1
+    warmup_steps: int = 10
+    grad_clip: float = 0.1
+    act_ckpt: bool = False
+    augment: bool = True
+    save_freq: int = 25
+    seed: int = 0
+    num_gpus: int = 1
+    eval_frames: int = 16
+    log_freq: int = 10
+    cpu_threads: int = 1
+
+    @classmethod
+    def from_params(cls, params: dict) -> "Stage2Settings":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise UserError(f"unknown key 'train_stage2.{unknown[0]}' (known: {', '.join(sorted(known))})", "params.yaml")
+        settings = cls(**params)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        def bad(key, problem):
+            raise UserError(f"'train_stage2.{key}' {problem}", "params.yaml")
+
+        for key in ("steps", "grad_accum", "frames_per_clip", "stride_min", "stride_max", "max_objects",
+                    "num_cond_frames", "save_freq", "num_gpus", "eval_frames", "log_freq", "cpu_threads"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                bad(key, f"must be an integer >= 1, got {value!r}")
+        for key in ("correction_clicks", "warmup_steps", "seed"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                bad(key, f"must be an integer >= 0, got {value!r}")
+        if self.frames_per_clip < 2:
+            bad("frames_per_clip", "must be at least 2 (a prompted frame and one to track)")
+        if self.stride_min > self.stride_max:
+            bad("stride_min", f"is larger than stride_max ({self.stride_min} > {self.stride_max})")
+        if self.num_cond_frames >= self.frames_per_clip:
+            bad("num_cond_frames", "must be smaller than frames_per_clip (frames must be left to track)")
+        if not 0.0 <= float(self.reverse_prob) <= 1.0:
+            bad("reverse_prob", "must be in [0, 1]")
+        probs = self.prompt_probs
+        if not isinstance(probs, dict) or set(probs) - set(PROMPTS) or not probs:
+            bad("prompt_probs", f"must map some of {', '.join(PROMPTS)} to probabilities")
+        if any(not isinstance(v, (int, float)) or v < 0 for v in probs.values()) or sum(probs.values()) <= 0:
+            bad("prompt_probs", "needs non-negative probabilities with a positive sum")
+        for key in ("lr_scale", "weight_decay", "grad_clip"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                bad(key, f"must be a non-negative number, got {value!r}")
+        if not isinstance(self.base_lr, dict) or not all(isinstance(v, (int, float)) for v in self.base_lr.values()):
+            bad("base_lr", "must map a model profile to a learning rate")
+        for key in ("freeze", "train"):
+            if not isinstance(getattr(self, key), list) or not all(isinstance(p, str) for p in getattr(self, key)):
+                bad(key, "must be a list of parameter-name prefixes")
+        if self.resolution is not None and (isinstance(self.resolution, bool) or not isinstance(self.resolution, int)):
+            bad("resolution", "must be null (Stage 1's) or an integer")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def resolve_device(device: str) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("model.device is 'cuda' but no CUDA device is available", "params.yaml")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"model.device must be auto, cpu or cuda (got {device!r})", "params.yaml")
+    return device
+
+
+def apply_freeze(model: nn.Module, freeze: list, train: list) -> dict:
+    """Longest matching prefix wins: a parameter is trained unless its longest match is in ``freeze``
+    (parameters matching neither list train). Unknown prefixes are an error."""
+    names = [n for n, _ in model.named_parameters()]
+    for key, prefixes in (("freeze", freeze), ("train", train)):
+        for prefix in prefixes:
+            prefix = prefix.rstrip(".")
+            if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+                raise UserError(f"no parameters under '{prefix}' (e.g. tracker, detector.backbone.vision_backbone.trunk)",
+                                "params.yaml", f"train_stage2.{key}")
+
+    def longest(name, prefixes):
+        hits = [len(p) for p in prefixes if name == p.rstrip(".") or name.startswith(p.rstrip(".") + ".")]
+        return max(hits, default=-1)
+
+    counts = {"trainable": 0, "frozen": 0}
+    for name, param in model.named_parameters():
+        trainable = longest(name, train) >= longest(name, freeze)
+        param.requires_grad_(trainable)
+        counts["trainable" if trainable else "frozen"] += param.numel()
+    return counts
+
+
+def set_train_modes(model: video_models.Sam3VideoModel) -> None:
+    """Train mode for what trains; frozen detector parts in eval (no drop-path on a frozen trunk)."""
+    model.train()
+    for module in model.detector.modules():
+        params = list(module.parameters(recurse=True))
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+
+
+def trunk_trains(model) -> bool:
+    return any(p.requires_grad for p in model.neck.trunk.parameters())
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_key(settings: Stage2Settings, model_params: dict, inputs: list[Path]) -> str:
+    payload = {
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("save_freq", "log_freq", "cpu_threads")},
+        "model": model_params,
+        "inputs": {str(p): file_md5(p) for p in inputs if p.is_file()},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(model: nn.Module, settings: Stage2Settings, profile: str):
+    base = float(settings.base_lr.get(profile, 0.0))
+    if base <= 0:
+        raise UserError(f"'train_stage2.base_lr.{profile}' is missing or not positive", "params.yaml")
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    if not decay and not no_decay:
+        raise UserError("nothing to train: every parameter is frozen", "params.yaml", "train_stage2.freeze")
+    lr = base * float(settings.lr_scale)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, settings.steps, settings.warmup_steps)
+    )
+    return optimizer, scheduler, lr
+
+
+def load_split(data_dir: Path, split: str) -> list[Video]:
+    split_dir = data_dir / split
+    if not (split_dir / layout.YTVIS_ANNOTATIONS).is_file():
+        return []
+    return load_ytvis(split_dir)
+
+
+# ------------------------------------------------------------------------------------------ held-out IoU
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(a, b).sum() / union)
+
+
+def heldout_iou(model, videos: list[Video], max_frames: int) -> dict:
+    """Semi-supervised VOS on held-out videos (the first ``max_frames`` frames of each): every object is
+    prompted with its first annotated mask and tracked; mean IoU over the annotated frames after the prompt,
+    against copying the prompted mask forward."""
+    ours, copy = [], []
+    for video in videos:
+        frames = list(range(min(len(video.file_names), max_frames)))
+        prompts = {}
+        for i, track in enumerate(video.tracks):
+            first = next((f for f in frames if track.segmentations[f] is not None), None)
+            if first is not None and first < frames[-1]:
+                prompts[i] = (first, video.mask(i, first))
+        if not prompts:
+            continue
+        images = [video.image(f) for f in frames]
+        predicted = video_models.track(model, images, prompts)
+        annotated = set(video.annotated)
+        for i, (first, mask) in prompts.items():
+            for f in frames[first + 1:]:
+                if f not in annotated:
+                    continue
+                gt = video.mask(i, f)
+                ours.append(_iou(predicted[i][f], gt))
+                copy.append(_iou(mask, gt))
+    if not ours:
+        return {"iou": float("nan"), "copy_iou": float("nan"), "frames": 0}
+    return {"iou": float(np.mean(ours)), "copy_iou": float(np.mean(copy)), "frames": len(ours)}
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+@dataclass
+class Context:
+    settings: Stage2Settings
+    model_params: dict
+    data_dir: Path
+    stage1_dir: Path
+    out_dir: Path
+    run_dir: Path
+    device: str
+    rank: int = 0
+    world_size: int = 1
+
+
+def _seed_torch(*parts: int) -> None:
+    torch.manual_seed(int(np.random.SeedSequence(list(parts)).generate_state(1)[0]))
+
+
+def _mean_dict(rows: list[dict]) -> dict:
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, history: list, key: str) -> None:
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k in trainable or k.startswith("tracker.")}
+    payload = {"key": key, "step": step, "model": state, "optimizer": optimizer.state_dict(),
+               "scheduler": scheduler.state_dict(), "history": history}
+    with atomic_file(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def load_checkpoint(path: Path, key: str) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        print(f"{STAGE}: ignoring unreadable checkpoint {path} ({err})", file=sys.stderr)
+        return None
+    if payload.get("key") != key:
+        return None
+    return payload
+
+
+def prepare_model(ctx: Context) -> tuple[video_models.Sam3VideoModel, dict]:
+    settings, params = ctx.settings, ctx.model_params
+    profile = params.get("profile", "tiny")
+    stage1_info = {}
+    info_file = ctx.stage1_dir / "stage1.json"
+    if info_file.is_file():
+        stage1_info = json.loads(info_file.read_text())
+        if stage1_info.get("profile", profile) != profile:
+            raise UserError(f"Stage 1 was trained with profile '{stage1_info.get('profile')}', model.profile is "
+                            f"'{profile}': rerun train_stage1", info_file)
+    resolution = stage1_info.get("resolution") if profile == "tiny" else None
+    if settings.resolution is not None and resolution is not None and settings.resolution != resolution:
+        raise UserError(f"'train_stage2.resolution' is {settings.resolution} but Stage 1 trained at {resolution} px "
+                        "(the image trunk comes from Stage 1): set it to null or retrain Stage 1", "params.yaml")
+    resolution = resolution or settings.resolution
+    model = video_models.build_video_model(profile, seed=settings.seed, resolution=resolution)
+    base = params.get("checkpoint") if profile == "sam3" else None
+    report = video_models.init_from_checkpoints(model, ctx.stage1_dir, base)
+    counts = apply_freeze(model, settings.freeze, settings.train)
+    report.update(counts)
+    return model.to(ctx.device), report
+
+
+def train_worker(rank: int, ctx: Context, port: int = 0) -> Optional[dict]:
+    settings = ctx.settings
+    ctx.rank = rank
+    device = ctx.device
+    if ctx.world_size > 1:
+        backend = "nccl" if device == "cuda" else "gloo"
+        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+        dist.init_process_group(backend, rank=rank, world_size=ctx.world_size)
+    if device == "cpu":
+        # few threads: on a shared CPU, oversubscribed OpenMP threads made each step ~5x slower (measured)
+        torch.set_num_threads(ctx.settings.cpu_threads)
+    if device == "cuda":
+        torch.cuda.set_device(rank)
+        device = f"cuda:{rank}"
+        ctx.device = device
+    try:
+        return _train(ctx)
+    finally:
+        if ctx.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(ctx: Context) -> Optional[dict]:
+    settings, rank, device = ctx.settings, ctx.rank, ctx.device
+    is_main = rank == 0
+    started = time.monotonic()
+    train_videos = load_split(ctx.data_dir, "train")
+    if not train_videos:
+        raise UserError("no training videos (expected train/annotations.json)", ctx.data_dir)
+    heldout = load_split(ctx.data_dir, "valid") or load_split(ctx.data_dir, "test")
+    sampler = ClipSampler(train_videos, settings.frames_per_clip, settings.stride_min, settings.stride_max,
+                          settings.reverse_prob, settings.max_objects)
+    augment = ClipAugment(enabled=settings.augment)
+
+    model, report = prepare_model(ctx)
+    profile = model.profile
+    inputs = [ctx.data_dir / "train" / layout.YTVIS_ANNOTATIONS, video_models.stage1_weights_file(ctx.stage1_dir)]
+    key = run_key(settings, ctx.model_params, inputs)
+    ckpt_path = ctx.run_dir / key / CHECKPOINT
+    optimizer, scheduler, lr = build_optimizer(model, settings, profile)
+    options = ForwardOptions(
+        prompt_probs=dict(settings.prompt_probs), num_cond_frames=settings.num_cond_frames,
+        correction_clicks=settings.correction_clicks, checkpoint_memory_attention=settings.act_ckpt,
+        train_trunk=trunk_trains(model),
+    )
+    module = ClipForward(model, options)
+    if ctx.world_size > 1:
+        ddp_kwargs = {"device_ids": [torch.device(device).index]} if device.startswith("cuda") else {}
+        module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True, **ddp_kwargs)
+
+    before = None
+    if is_main and heldout:
+        before = heldout_iou(model, heldout, settings.eval_frames)
+
+    history: list[dict] = []
+    start_step = 0
+    resumed = load_checkpoint(ckpt_path, key)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"], strict=False)
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        history = list(resumed["history"])
+        start_step = int(resumed["step"])
+        if is_main:
+            print(f"{STAGE}: resuming from {ckpt_path} at step {start_step}", file=sys.stderr, flush=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else None
+    set_train_modes(model)
+    loop_start = time.monotonic()
+    for step in range(start_step, settings.steps):
+        optimizer.zero_grad(set_to_none=True)
+        rows = []
+        for micro in range(settings.grad_accum):
+            rng = np.random.default_rng([settings.seed, step, micro, rank])
+            _seed_torch(settings.seed, step, micro, rank)
+            batch = collate_clip(sampler.sample(rng), model.image_size, augment, rng).to(device)
+            sync = micro == settings.grad_accum - 1 or ctx.world_size == 1
+            context = module.no_sync() if (ctx.world_size > 1 and not sync) else _null()
+            with context:
+                with amp if amp is not None else _null():
+                    out = module(batch, rng)
+                (out["loss"] / settings.grad_accum).backward()
+            rows.append({k: float(out[k].detach()) for k in LOSS_COLUMNS})
+        if settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        row = {"step": step + 1, **_mean_dict(rows), "lr": scheduler.get_last_lr()[0]}
+        history.append(row)
+        done = step + 1
+        if is_main and (done % settings.log_freq == 0 or done == settings.steps):
+            elapsed = time.monotonic() - loop_start
+            rate = elapsed / max(1, done - start_step)
+            eta = rate * (settings.steps - done)
+            print(f"{STAGE}: step {done}/{settings.steps}  loss {row['loss']:.4f}  {rate:.2f} s/step  "
+                  f"ETA {int(eta) // 60}:{int(eta) % 60:02d}", file=sys.stderr, flush=True)
+        if is_main and (done % settings.save_freq == 0 or done == settings.steps):
+            save_checkpoint(ckpt_path, model, optimizer, scheduler, done, history, key)
+    if not is_main:
+        return None
+    train_seconds = time.monotonic() - loop_start
+    after = heldout_iou(model, heldout, settings.eval_frames) if heldout else None
+    seconds = time.monotonic() - started
+    losses_seq = [r["loss"] for r in history]
+    k = min(10, len(losses_seq))
+    metrics = {
+        "profile": profile,
+        "device": str(device),
+        "steps": settings.steps,
+        "clips": settings.steps * settings.grad_accum * ctx.world_size,
+        "resumed_from_step": start_step,
+        "seconds": round(seconds, 2),
+        "s_per_step": round(train_seconds / max(1, settings.steps - start_step), 4),
+        "lr": lr,
+        "loss_first10": float(np.mean(losses_seq[:k])) if k else None,
+        "loss_last10": float(np.mean(losses_seq[-k:])) if k else None,
+        "final": {c: float(np.mean([r[c] for r in history[-k:]])) for c in LOSS_COLUMNS} if k else {},
+        "heldout": None if after is None else {
+            "iou": after["iou"], "copy_iou": after["copy_iou"], "frames": after["frames"],
+            "iou_before_training": None if before is None else before["iou"],
+        },
+        "trainable_params": report["trainable"],
+        "frozen_params": report["frozen"],
+        "init": {k: v for k, v in report.items() if k not in ("trainable", "frozen")},
+    }
+    return {"metrics": metrics, "history": history, "model": model, "run_key": key}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn_entry(rank: int, ctx: Context, port: int) -> None:
+    result = train_worker(rank, ctx, port)
+    if rank == 0 and result is not None:
+        write_outputs(result, ctx)
+
+
+def run(settings: Stage2Settings, model_params: dict, data_dir: Path = layout.YTVIS,
+        stage1_dir: Path = layout.MODELS / "stage1", out_dir: Path = layout.MODELS / "stage2",
+        runs_dir: Path = RUNS_DIR, metrics_file: Path = layout.METRICS / f"{STAGE}.json",
+        plot_file: Path = layout.PLOTS / f"{STAGE}_loss.csv") -> dict:
+    """Train, export ``out_dir``, write the metrics and plot files; returns the metrics."""
+    device = resolve_device(model_params.get("device", "auto"))
+    if device == "cuda" and settings.num_gpus > torch.cuda.device_count():
+        raise UserError(f"'train_stage2.num_gpus' is {settings.num_gpus} but {torch.cuda.device_count()} GPUs are visible",
+                        "params.yaml")
+    video_models.stage1_weights_file(stage1_dir)  # a clear error before anything starts
+    ctx = Context(settings, dict(model_params), Path(data_dir), Path(stage1_dir), Path(out_dir), Path(runs_dir),
+                  device, world_size=settings.num_gpus)
+    ctx.metrics_file, ctx.plot_file = Path(metrics_file), Path(plot_file)
+    if settings.num_gpus > 1:
+        import torch.multiprocessing as mp
+
+        mp.spawn(_spawn_entry, args=(ctx, _free_port()), nprocs=settings.num_gpus, join=True)
+        return json.loads(Path(metrics_file).read_text())
+    result = train_worker(0, ctx)
+    write_outputs(result, ctx)
+    return result["metrics"]
+
+
+def write_outputs(result: dict, ctx: Context) -> None:
+    model, metrics, history = result["model"], result["metrics"], result["history"]
+    with atomic_dir(ctx.out_dir) as tmp:
+        video_models.save_stage2(model, tmp, extra={"stage2": {"steps": metrics["steps"], "run_key": result["run_key"]}})
+    write_json(ctx.metrics_file, metrics)
+    columns = ["step", *LOSS_COLUMNS, "lr"]
+    with atomic_file(ctx.plot_file) as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})

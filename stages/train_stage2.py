@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""train_stage2: temporal fine-tuning of SAM3's tracker on YTVIS clips (Stage 2).
+
+Reads data/ytvis/{train,valid} and the Stage 1 export models/stage1 (detector + image trunk), trains the
+tracker (memory encoder, memory attention, SAM mask decoder, object pointers, tracker neck) SAM2-style, and
+writes models/stage2/ (model.pt: full SAM3 video-model state dict, detector.* + tracker.*; config.json),
+metrics/train_stage2.json and plots/train_stage2_loss.csv; logs params, per-step losses and artifacts to MLflow.
+Resumable: checkpoints live in runs/train_stage2/<settings hash>/, so rerunning after a kill continues.
+Settings: the `train_stage2` and `model` sections of params.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from factory_sam3.errors import cli_entry  # noqa: E402
+from factory_sam3.params import section  # noqa: E402
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    from factory_sam3 import layout
+    from factory_sam3.tracking import stage_run
+    from factory_sam3.training.stage2.train import STAGE, Stage2Settings, run
+
+    params = section(STAGE, args.params)
+    model_params = section("model", args.params)
+    settings = Stage2Settings.from_params(params)
+    metrics_file = layout.METRICS / f"{STAGE}.json"
+    plot_file = layout.PLOTS / f"{STAGE}_loss.csv"
+    with stage_run(STAGE, params={STAGE: params, "model": model_params}) as tracked:
+        metrics = run(settings, model_params, metrics_file=metrics_file, plot_file=plot_file)
+        with plot_file.open() as handle:
+            for row in csv.DictReader(handle):
+                step = int(row.pop("step"))
+                tracked.log_metrics({k: float(v) for k, v in row.items()}, step=step)
+        flat = {f"final_{k}": v for k, v in metrics["final"].items()}
+        if metrics.get("heldout"):
+            flat.update({f"heldout_{k}": v for k, v in metrics["heldout"].items() if isinstance(v, (int, float))})
+        flat.update({"seconds": metrics["seconds"], "s_per_step": metrics["s_per_step"]})
+        tracked.log_metrics(flat)
+        for path in (metrics_file, plot_file, layout.MODELS / "stage2" / "config.json"):
+            tracked.log_artifact(path)
+    heldout = metrics.get("heldout") or {}
+    print(f"train_stage2: {metrics['steps']} steps in {metrics['seconds']:.0f} s; loss {metrics['loss_first10']:.3f} "
+          f"-> {metrics['loss_last10']:.3f}; held-out IoU {heldout.get('iou', float('nan')):.3f} "
+          f"(copy-forward {heldout.get('copy_iou', float('nan')):.3f})")
+
+
+if __name__ == "__main__":
+    main()

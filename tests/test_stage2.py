@@ -1,0 +1,272 @@
+"""Stage 2 (tracker fine-tuning): model, training forward, checkpointing, resume, export. Tiny profile, CPU."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers_stage2 import make_ytvis  # noqa: E402
+
+from factory_sam3.errors import UserError  # noqa: E402
+from factory_sam3.models import video as video_models  # noqa: E402
+from factory_sam3.models import video_memory as vm  # noqa: E402
+from factory_sam3.training.stage2 import data as s2data  # noqa: E402
+from factory_sam3.training.stage2.forward import ClipForward, ForwardOptions  # noqa: E402
+from factory_sam3.training.stage2.train import Stage2Settings, apply_freeze, run, set_train_modes  # noqa: E402
+
+TRAINED_BY_DEFAULT = ("tracker.", "detector.backbone.vision_backbone.sam2_convs.")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ytvis")
+    make_ytvis(root, "train", videos=2, frames=8, seed=0)
+    make_ytvis(root, "valid", videos=1, frames=6, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory) -> Path:
+    """A Stage 1 export as train_stage1 writes it (detector.* keys of the tiny image model + stage1.json)."""
+    from factory_sam3.models.tiny import build_tiny_image_model
+
+    out = tmp_path_factory.mktemp("stage1")
+    model = build_tiny_image_model(train=False, seed=3)
+    torch.save({"detector." + k: v for k, v in model.state_dict().items()}, out / "model.pt")
+    (out / "stage1.json").write_text(json.dumps({"profile": "tiny", "resolution": 224}))
+    return out
+
+
+def _model(stage1=None):
+    model = video_models.build_video_model("tiny", seed=0)
+    if stage1 is not None:
+        video_models.init_from_checkpoints(model, stage1)
+    apply_freeze(model, ["detector"], ["tracker", "detector.backbone.vision_backbone.sam2_convs"])
+    set_train_modes(model)
+    return model
+
+
+def _batch(dataset, seed=0, frames=4):
+    videos = s2data.load_ytvis(dataset / "train")
+    sampler = s2data.ClipSampler(videos, frames_per_clip=frames, max_objects=2)
+    rng = np.random.default_rng(seed)
+    return s2data.collate_clip(sampler.sample(rng), 224, s2data.ClipAugment(), rng)
+
+
+def test_loader_reads_every_segmentation_encoding_and_null_frames(dataset):
+    videos = s2data.load_ytvis(dataset / "train")
+    video = videos[0]
+    encodings = {type(s["counts"]).__name__ if isinstance(s, dict) else "polygon"
+                 for t in video.tracks for s in t.segmentations if s is not None}
+    assert encodings == {"str", "list", "polygon"}
+    assert any(s is None for s in video.tracks[1].segmentations)  # the occluded object
+    for i, track in enumerate(video.tracks):
+        for f, seg in enumerate(track.segmentations):
+            mask = video.mask(i, f)
+            assert mask.shape == (video.height, video.width)
+            assert mask.any() == (seg is not None)
+
+
+def test_sparse_keyframes_only_annotated_frames_are_sampled(tmp_path):
+    make_ytvis(tmp_path, "train", videos=1, frames=12, keyframe_every=3, formats=False)
+    videos = s2data.load_ytvis(tmp_path / "train")
+    assert videos[0].annotated == [0, 3, 6, 9]
+    sampler = s2data.ClipSampler(videos, frames_per_clip=3, stride_min=1, stride_max=1)
+    for seed in range(10):
+        clip = sampler.sample(np.random.default_rng(seed))
+        assert set(clip.frames) <= {0, 3, 6, 9}
+        batch = s2data.collate_clip(clip, 224)
+        assert bool(batch.supervised.all())
+
+
+def test_bad_annotations_name_the_file_and_record(tmp_path):
+    split = make_ytvis(tmp_path, "train", videos=1, frames=4, formats=False)
+    data = json.loads((split / "annotations.json").read_text())
+    data["annotations"][0]["segmentations"] = data["annotations"][0]["segmentations"][:2]
+    (split / "annotations.json").write_text(json.dumps(data))
+    with pytest.raises(UserError) as err:
+        s2data.load_ytvis(split)
+    assert "annotations.json" in err.value.message and "annotations[0]" in err.value.message
+
+
+def test_augmentation_is_identical_across_frames(dataset):
+    videos = s2data.load_ytvis(dataset / "train")
+    video = videos[0]
+    clip = s2data.Clip(video, [0, 0, 0], [0])  # the same frame three times: any per-frame difference is a bug
+    batch = s2data.collate_clip(clip, 224, s2data.ClipAugment(min_crop=0.6, jitter=0.4, hflip_prob=1.0),
+                                np.random.default_rng(1))
+    assert torch.equal(batch.images[0], batch.images[1]) and torch.equal(batch.images[0], batch.images[2])
+    assert torch.equal(batch.masks[0], batch.masks[2])
+    assert batch.track_ids == [video.tracks[0].track_id] and batch.frame_indices == [0, 0, 0]
+
+
+def test_gradients_reach_memory_attention_encoder_and_decoder(dataset, stage1):
+    model = _model(stage1)
+    forward = ClipForward(model, ForwardOptions(prompt_probs={"mask": 1.0}))
+    out = forward(_batch(dataset), np.random.default_rng(0))
+    out["loss"].backward()
+    for part in ("tracker.transformer.encoder.layers.0.cross_attn_image", "tracker.maskmem_backbone",
+                 "tracker.sam_mask_decoder", "tracker.obj_ptr_proj", "detector.backbone.vision_backbone.sam2_convs.0"):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
+        assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), part
+    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("detector.backbone.vision_backbone.trunk"))
+    assert torch.isfinite(out["loss"]) and all(torch.isfinite(out[k]) for k in ("focal", "dice", "iou", "object"))
+
+
+def test_frozen_parts_stay_bit_identical_and_tracker_changes(dataset, stage1):
+    model = _model(stage1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.1)
+    forward = ClipForward(model, ForwardOptions(prompt_probs={"box": 1.0}, correction_clicks=1))
+    forward(_batch(dataset, seed=2), np.random.default_rng(2))["loss"].backward()
+    optimizer.step()
+    after = model.state_dict()
+    for key, value in before.items():
+        if key.startswith(TRAINED_BY_DEFAULT):
+            continue
+        assert torch.equal(value, after[key]), key
+    changed = [k for k in before if k.startswith("tracker.") and not torch.equal(before[k], after[k])]
+    assert any("transformer.encoder" in k for k in changed) and any("maskmem_backbone" in k for k in changed)
+
+
+def test_per_layer_checkpointing_gives_identical_gradients(dataset, stage1):
+    batch = _batch(dataset, seed=4)
+    grads = []
+    for checkpointed in (False, True):
+        model = _model(stage1)
+        forward = ClipForward(model, ForwardOptions(prompt_probs={"mask": 1.0}, checkpoint_memory_attention=checkpointed))
+        torch.manual_seed(7)  # same dropout masks in both runs
+        forward(batch, np.random.default_rng(0))["loss"].backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert any("transformer.encoder" in n for n in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_checkpointing_really_recomputes(dataset, stage1):
+    """The per-layer path recomputes the layer forward in backward (it is not a no-op flag)."""
+    model = _model(stage1)
+    layer = model.tracker.transformer.encoder.layers[0]
+    calls = []
+    handle = layer.register_forward_hook(lambda *a: calls.append(1))
+    forward = ClipForward(model, ForwardOptions(prompt_probs={"mask": 1.0}, checkpoint_memory_attention=True))
+    out = forward(_batch(dataset, frames=3), np.random.default_rng(0))
+    forward_calls = len(calls)
+    out["loss"].backward()
+    handle.remove()
+    assert forward_calls == 2 and len(calls) == 2 * forward_calls
+
+
+def test_object_absent_in_some_frames_trains(dataset, stage1):
+    videos = s2data.load_ytvis(dataset / "train")
+    video = videos[0]
+    absent = [f for f in video.annotated if video.tracks[1].segmentations[f] is None]
+    present = [f for f in video.annotated if video.tracks[1].segmentations[f] is not None]
+    assert absent, "fixture: object 1 must leave the frame"
+    clip = s2data.Clip(video, [present[0], absent[0], absent[-1] if len(absent) > 1 else present[-1]], [0, 1])
+    batch = s2data.collate_clip(clip, 224)
+    assert not bool(batch.present[1, 1])
+    model = _model(stage1)
+    out = ClipForward(model, ForwardOptions(prompt_probs={"points": 1.0}))(batch, np.random.default_rng(0))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["object"] > 0
+
+
+def test_track_api_returns_one_mask_per_frame(stage1):
+    model = _model(stage1).eval()
+    frames = [np.full((40, 56, 3), 30 * i, dtype=np.uint8) for i in range(4)]
+    first = np.zeros((40, 56), dtype=bool)
+    first[10:20, 10:30] = True
+    result = video_models.track(model, frames, {7: (1, first), 9: (0, first)})
+    assert set(result) == {7, 9}
+    assert len(result[7]) == 4 and result[7][0].shape == (40, 56) and result[7][0].dtype == bool
+    assert not result[7][0].any()  # before its prompt frame
+    assert np.array_equal(result[7][1], first)  # the prompt frame returns the prompt
+
+
+def _settings(**kw):
+    base = {"steps": 4, "grad_accum": 1, "frames_per_clip": 3, "max_objects": 2, "save_freq": 2, "eval_frames": 4,
+            "log_freq": 2}
+    base.update(kw)
+    return Stage2Settings.from_params(base)
+
+
+def _run(tmp_path, dataset, stage1, settings, out="stage2"):
+    return run(settings, {"profile": "tiny", "device": "cpu"}, data_dir=dataset, stage1_dir=stage1,
+               out_dir=tmp_path / out, runs_dir=tmp_path / "runs", metrics_file=tmp_path / f"{out}.json",
+               plot_file=tmp_path / f"{out}.csv")
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, dataset, stage1, monkeypatch):
+    from factory_sam3.training.stage2 import train as train_module
+
+    full = _run(tmp_path / "a", dataset, stage1, _settings())
+    # kill the second run right after its step-2 checkpoint, then rerun: it resumes and ends identically
+    original = train_module.save_checkpoint
+
+    def killing_save(*args, **kwargs):
+        original(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killing_save)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "b", dataset, stage1, _settings())
+    assert not (tmp_path / "b" / "stage2").exists()
+    monkeypatch.setattr(train_module, "save_checkpoint", original)
+    resumed = _run(tmp_path / "b", dataset, stage1, _settings())
+    assert resumed["resumed_from_step"] == 2 and full["resumed_from_step"] == 0
+    a = torch.load(tmp_path / "a" / "stage2" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "stage2" / "model.pt", weights_only=True)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    rows = (tmp_path / "b" / "stage2.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss,focal,dice,iou,object") and len(rows) == 5
+    # a changed config does not resume the stale run
+    changed = _run(tmp_path / "b", dataset, stage1, _settings(seed=1))
+    assert changed["resumed_from_step"] == 0
+
+
+def test_export_strict_loads_and_tracks(tmp_path, dataset, stage1):
+    metrics = _run(tmp_path, dataset, stage1, _settings(steps=2, save_freq=5))
+    state = torch.load(tmp_path / "stage2" / "model.pt", weights_only=True)
+    assert {k.split(".")[0] for k in state} == {"detector", "tracker"}
+    loaded = video_models.load_stage2(tmp_path / "stage2")
+    assert not loaded.training
+    fresh = video_models.build_video_model("tiny", seed=None)
+    result = fresh.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    stage1_state = torch.load(stage1 / "model.pt", weights_only=True)
+    for key, value in stage1_state.items():  # detector and trunk come from Stage 1 unchanged
+        assert torch.equal(state[key], value), key
+    assert metrics["heldout"]["frames"] > 0
+    assert set(metrics["final"]) == {"loss", "focal", "dice", "iou", "object"}
+
+
+def test_tracker_state_dict_matches_upstream_tracker_keys():
+    """Our tracker adds no parameter: its keys are those of sam3's tracker classes built the upstream way."""
+    from sam3.model.sam3_tracker_base import Sam3TrackerBase
+
+    tracker = video_models.build_tiny_tracker(64, 224)
+    assert isinstance(tracker, Sam3TrackerBase)
+    upstream_names = {n for n, _ in Sam3TrackerBase.named_parameters(tracker)}
+    assert set(tracker.state_dict()) >= upstream_names
+    assert not any("Predictor" in type(m).__name__ for m in tracker.modules())
+
+
+def test_bad_settings_are_user_errors():
+    with pytest.raises(UserError, match="num_cond_frames"):
+        Stage2Settings.from_params({"frames_per_clip": 2, "num_cond_frames": 2})
+    with pytest.raises(UserError, match="unknown key"):
+        Stage2Settings.from_params({"epochz": 3})
+    model = video_models.build_video_model("tiny", seed=0)
+    with pytest.raises(UserError, match="no parameters under"):
+        apply_freeze(model, ["detector.nope"], [])
