@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "max_images": 0,
     "max_videos": 0,
     "max_detections": 100,
-    "min_score": 0.0,
+    "min_score": 0.05,
     "overlay_min_score": 0.5,
     "num_overlays": 3,
     "gif_frames": 16,
