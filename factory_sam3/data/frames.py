@@ -16,12 +16,13 @@ record in the manifest instead, never a silent empty folder.
 
 from __future__ import annotations
 
+import collections
 import json
 import multiprocessing
 import os
 import shutil
 import sys
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")  # layout.py: any container OpenCV decodes
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MANIFEST = "manifest.json"
+ENCODE_QUEUE = 8  # frames waiting for the encoder thread
 FRAME_NAME = "{:05d}.jpg"
 
 
@@ -54,6 +56,7 @@ class Settings:
     max_frames_per_video: int | None = None  # None or 0: no limit
     jpeg_quality: int = 95
     decoder_threads: int = 1  # per video; parallelism comes from one process per video
+    encode_thread: bool = True  # encode JPEGs in a second thread while the next frames decode
 
     @classmethod
     def from_params(cls, params: dict[str, Any], file: object = "params.yaml") -> "Settings":
@@ -122,6 +125,10 @@ def extract_video(path: Path, out_dir: Path, settings: Settings) -> dict:
         cap = cv2.VideoCapture(str(path))  # another backend may still read it
     if not cap.isOpened():
         raise VideoError("cannot open the video (unreadable, truncated or not a video)")
+    # JPEG encoding (about half the work) runs in a second thread, overlapping the decoding of the next
+    # frames; both release the GIL. A short queue bounds the frames held in memory.
+    encoder = ThreadPoolExecutor(max_workers=1) if settings.encode_thread else None
+    pending: collections.deque = collections.deque()
     try:
         claimed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -144,15 +151,24 @@ def extract_video(path: Path, out_dir: Path, settings: Settings) -> dict:
                 if position_ms is None or position_ms < 0 or position_ms != position_ms:
                     position_ms = 1000.0 * index / fps if fps > 0 else None
                 name = FRAME_NAME.format(len(frames))
-                _write_jpeg(out_dir / name, frame, settings.jpeg_quality)
+                if encoder is None:
+                    _write_jpeg(out_dir / name, frame, settings.jpeg_quality)
+                else:
+                    pending.append(encoder.submit(_write_jpeg, out_dir / name, frame, settings.jpeg_quality))
+                    if len(pending) > ENCODE_QUEUE:
+                        pending.popleft().result()
                 frames.append({
                     "file": name,
                     "source_index": index,
                     "timestamp": None if position_ms is None else round(position_ms / 1000.0, 6),
                 })
             index += 1
+        while pending:
+            pending.popleft().result()
     finally:
         cap.release()
+        if encoder is not None:
+            encoder.shutdown(wait=True, cancel_futures=True)
     if index == 0:
         raise VideoError("no frame can be decoded (unreadable, truncated or empty video)")
     reached_limit = limit is not None and len(frames) >= limit
@@ -289,7 +305,7 @@ def extract_all(
         finally:
             bar.close()
         manifest = {
-            "settings": {k: v for k, v in asdict(settings).items() if k != "decoder_threads"},
+            "settings": {k: v for k, v in asdict(settings).items() if k not in ("decoder_threads", "encode_thread")},
             "videos": {name: records[name] for name in sorted(records)},
         }
         with open(tmp / MANIFEST, "w", encoding="utf-8") as handle:  # sorted keys: same input, same bytes
