@@ -113,7 +113,7 @@ def test_gradients_reach_memory_attention_encoder_and_decoder(dataset, stage1):
     out = forward(_batch(dataset), np.random.default_rng(0))
     out["loss"].backward()
     for part in ("tracker.transformer.encoder.layers.0.cross_attn_image", "tracker.maskmem_backbone",
-                 "tracker.sam_mask_decoder", "tracker.obj_ptr_proj", "detector.backbone.vision_backbone.sam2_convs.0"):
+                 "tracker.sam_mask_decoder", "tracker.obj_ptr_proj", "detector.backbone.vision_backbone.sam2_convs"):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
         assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), part
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("detector.backbone.vision_backbone.trunk"))
