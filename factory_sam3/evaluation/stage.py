@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "num_overlays": 3,
     "gif_frames": 16,
     "device": None,        # None: model.device
+    "cpu_threads": 1,      # torch threads on CPU (0 = torch default)
     "vis": True,
     "vis_keyframe_stride": 8,
     "vis_min_score": 0.5,
@@ -55,7 +56,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         raise UserError(f"unknown key 'evaluate.{unknown[0]}' (known: {', '.join(DEFAULTS)})", "params.yaml")
     merged = {**DEFAULTS, **params}
     for key in ("max_images", "max_videos", "max_detections", "num_overlays", "gif_frames", "vis_keyframe_stride",
-                "vis_max_tracks"):
+                "vis_max_tracks", "cpu_threads"):
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UserError(f"'evaluate.{key}' must be an integer >= 0, got {value!r}", "params.yaml")
@@ -135,6 +136,9 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
     from factory_sam3.evaluation.models import device_name, load_pair, resolve_device
 
     device = resolve_device(params["device"] or model_params.get("device"))
+    if device == "cpu" and params["cpu_threads"]:
+        # oversubscribed threads on a shared machine are several times slower (measured by Stage 2)
+        torch.set_num_threads(params["cpu_threads"])
     profile = model_params.get("profile", "tiny")
     sources: dict[str, Any] = {}
     if model_pairs is None:
