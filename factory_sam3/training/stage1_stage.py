@@ -1,0 +1,111 @@
+"""The train_stage1 DVC stage: train (resumably), export models/stage1, write metrics + plot, log MLflow."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from factory_sam3 import layout
+from factory_sam3.atomic import atomic_file, write_json
+from factory_sam3.params import load_params
+from factory_sam3.training.stage1 import EXPORT_CONFIG, VAL_AP_KEY, Stage1Result, export, train
+from factory_sam3.training.stage1_config import RUNS_DIR, Stage1Settings
+
+OUT_DIR = layout.MODELS / "stage1"
+METRICS_FILE = layout.METRICS / "train_stage1.json"
+PLOT_FILE = layout.PLOTS / "train_stage1_loss.csv"
+# loss components written to the plot file (main decoder output; aux/o2m copies stay in runs/.../steps.csv)
+PLOT_COMPONENTS = ("loss_bbox", "loss_giou", "loss_ce", "presence_loss", "loss_mask", "loss_dice",
+                   "loss_semantic_seg", "loss_semantic_dice")
+
+
+def loss_summary(rows: list[dict[str, float]], window: int = 10) -> dict[str, float]:
+    losses = [r["loss"] for r in rows]
+    if not losses:
+        return {}
+    window = min(window, len(losses))
+    first, last = mean(losses[:window]), mean(losses[-window:])
+    return {"loss_first10_mean": first, "loss_last10_mean": last, "loss_final": losses[-1],
+            "loss_drop_ratio": last / first if first else float("nan")}
+
+
+def build_metrics(result: Stage1Result, settings: Stage1Settings, num_params: int | None) -> dict[str, Any]:
+    rows = result.step_rows
+    metrics: dict[str, Any] = {
+        "profile": settings.profile,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "seconds_per_step": round(result.seconds / max(1, len(rows)), 3) if rows else None,
+        "resolution": int(result.config.run.resolution),
+        "num_params": num_params,
+        **{k: round(v, 5) for k, v in loss_summary(rows).items()},
+    }
+    if rows:
+        metrics["final_losses"] = {k: round(v, 5) for k, v in rows[-1].items() if k in PLOT_COMPONENTS}
+    val = result.val
+    metrics["val_segm_AP"] = val.get(VAL_AP_KEY)
+    metrics["val_segm_AP50"] = val.get(VAL_AP_KEY + "_50")
+    metrics["val_epoch"] = val.get("epoch")
+    return metrics
+
+
+def write_plot(rows: list[dict[str, float]], path: Path = PLOT_FILE) -> None:
+    columns = ["step", "loss"] + [c for c in PLOT_COMPONENTS if rows and c in rows[0]]
+    with atomic_file(path, "w") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([int(row["step"])] + [f"{row.get(c, float('nan')):.6g}" for c in columns[1:]])
+
+
+def count_params(out_dir: Path) -> int | None:
+    import torch
+
+    state = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=True)
+    return int(sum(v.numel() for v in state.values() if v.is_floating_point()))
+
+
+def log_mlflow(settings: Stage1Settings, result: Stage1Result, metrics: dict, experiment: str | None) -> None:
+    from omegaconf import OmegaConf
+
+    from factory_sam3.tracking import stage_run
+
+    cfg = result.config
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    params = {"settings": settings.as_dict(),
+              "config": {k: resolved[k] for k in ("params", "run", "profile")},
+              "config_hash": result.run_dir.name}
+    with stage_run("train_stage1", params=params, experiment=experiment,
+                   tags={"profile": settings.profile, "run_dir": str(result.run_dir)}) as run:
+        for row in result.step_rows:
+            step = int(row["step"])
+            run.log_metrics({f"train/{k}": v for k, v in row.items() if k == "loss" or k in PLOT_COMPONENTS},
+                            step=step)
+        for entry in result.val_history:
+            epoch = entry.get("epoch", 0)
+            run.log_metrics({f"val/{k}": v for k, v in entry.items() if k != "epoch"}, step=int(epoch))
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
+        run.log_artifact(str(OUT_DIR / EXPORT_CONFIG))
+        run.log_artifact(str(METRICS_FILE))
+        run.log_artifact(str(PLOT_FILE))
+
+
+def run_stage(params_path: str | os.PathLike = "params.yaml", runs_dir: Path = RUNS_DIR) -> dict[str, Any]:
+    params = load_params(params_path)
+    settings = Stage1Settings.from_params(params, params_path)
+    result = train(settings, runs_dir=runs_dir)
+    export(result, OUT_DIR)
+    metrics = build_metrics(result, settings, count_params(OUT_DIR))
+    write_plot(result.step_rows)
+    write_json(METRICS_FILE, metrics)
+    experiment = (params.get("mlflow") or {}).get("experiment")
+    log_mlflow(settings, result, metrics, experiment)
+    ap = metrics.get("val_segm_AP")
+    print(f"train_stage1: {metrics['steps']} steps, loss {metrics.get('loss_first10_mean', float('nan')):.2f} -> "
+          f"{metrics.get('loss_last10_mean', float('nan')):.2f} (first/last 10), val segm AP "
+          f"{ap if ap is None else round(ap, 4)}; model in {OUT_DIR}/")
+    return metrics
