@@ -107,7 +107,7 @@ def init_repo(path: Path, env: dict[str, str]) -> None:
 
 # --- shared by the tracking and sweep tests -------------------------------------------------------
 # A tiny DVC stage that logs like the training stages do: params, per-step metrics, artifacts, and a
-# DVC metrics file + plot. Optional: TINY_KILL_PID=<pid> kills that process (the tracking server)
+# DVC metrics file + plot. Optional: TINY_KILL_PGID=<pgid> kills that process group (the tracking server)
 # after step TINY_KILL_AFTER, to test losing the server mid-run.
 TINY_STAGE = '''
 import json, os, signal, sys, time
@@ -125,8 +125,8 @@ with stage_run("train", params={"train": params}) as run:
         loss = loss * (1.0 - float(params["lr_scale"]))
         rows.append(f"{step},{loss}")
         run.log_metrics({"loss": loss}, step=step)
-        if os.environ.get("TINY_KILL_PID") and step == int(os.environ.get("TINY_KILL_AFTER", "1")):
-            os.kill(int(os.environ["TINY_KILL_PID"]), signal.SIGKILL)
+        if os.environ.get("TINY_KILL_PGID") and step == int(os.environ.get("TINY_KILL_AFTER", "1")):
+            os.killpg(int(os.environ["TINY_KILL_PGID"]), signal.SIGKILL)
             time.sleep(0.5)
     Path("plots/loss.csv").write_text("step,loss\\n" + "\\n".join(rows) + "\\n")
     Path("metrics/train.json").write_text(json.dumps({"loss": loss, "steps": steps}))

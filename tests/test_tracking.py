@@ -18,7 +18,10 @@ from helpers_s3 import VENV_BIN, free_port, make_tiny_project, run
 PY = sys.executable
 DVC = str(VENV_BIN / "dvc")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DOWN_BOUND_S = 40  # a stage with the server down must finish well under a minute
+# With the server down a stage may take at most this much longer than with the local store
+# (MLflow's own defaults would add ~4 minutes per call). Compared with a baseline measured in the same
+# session, because the shared test machine's speed varies a lot.
+DOWN_EXTRA_S = 30
 
 
 def tracking_env(**extra: str) -> dict[str, str]:
@@ -77,6 +80,15 @@ class MlflowServer:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def baseline_repro_s(tmp_path_factory) -> float:
+    """Seconds a `dvc repro` of the tiny project takes with the local store (no server involved)."""
+    project = make_tiny_project(tmp_path_factory.mktemp("baseline") / "p", tracking_env())
+    start = time.monotonic()
+    run([DVC, "repro", "-q"], project, tracking_env(DVC_ROOT=str(project)), timeout=300)
+    return time.monotonic() - start
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +181,7 @@ def _hung_listener() -> tuple[socket.socket, str]:
 
 
 @pytest.mark.parametrize("outage", ["stopped", "hung"])
-def test_server_down_falls_back_fast_then_syncs(tmp_path, server, outage):
+def test_server_down_falls_back_fast_then_syncs(tmp_path, server, outage, baseline_repro_s):
     project = make_tiny_project(tmp_path / "p", tracking_env())
     listener = None
     if outage == "stopped":
@@ -184,7 +196,8 @@ def test_server_down_falls_back_fast_then_syncs(tmp_path, server, outage):
     finally:
         if listener:
             listener.close()
-    assert elapsed < DOWN_BOUND_S, f"dvc repro took {elapsed:.1f} s with the server {outage}"
+    assert elapsed < baseline_repro_s + DOWN_EXTRA_S, \
+        f"dvc repro took {elapsed:.1f} s with the server {outage}, {baseline_repro_s:.1f} s with the local store"
     assert "unreachable" in result.stderr and "python -m factory_sam3.tracking sync" in result.stderr
     # DVC metrics complete
     shown = run([DVC, "metrics", "show", "--json"], project, env).stdout
@@ -212,16 +225,16 @@ def test_server_down_falls_back_fast_then_syncs(tmp_path, server, outage):
     assert "copied 0 run(s)" in again
 
 
-def test_server_dies_mid_run_everything_lands_in_fallback(tmp_path):
+def test_server_dies_mid_run_everything_lands_in_fallback(tmp_path, baseline_repro_s):
     doomed = MlflowServer(tmp_path / "doomed").start()
     try:
         project = make_tiny_project(tmp_path / "p", tracking_env(), steps=5)
         env = tracking_env(DVC_ROOT=str(project), MLFLOW_TRACKING_URI=doomed.uri,
-                           TINY_KILL_PID=str(doomed.process.pid), TINY_KILL_AFTER="1")
+                           TINY_KILL_PGID=str(doomed.process.pid), TINY_KILL_AFTER="1")
         result, elapsed = run_stage(project, env)
     finally:
         doomed.stop()
-    assert elapsed < DOWN_BOUND_S
+    assert elapsed < baseline_repro_s + DOWN_EXTRA_S
     assert "FELL_BACK True" in result.stdout, result.stderr
     local_uri = f"sqlite:///{project / 'mlflow.db'}"
     logged = only_run(local_uri)
