@@ -181,7 +181,8 @@ def load_ytvis_split(split_dir: str | Path, max_videos: int = 0) -> tuple[dict, 
 
 
 def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings) -> dict[str, Any]:
-    """Semi-supervised tracking: J, F, J&F (DAVIS), YTVIS mAP of the masklets, frames/s, one GIF."""
+    """Semi-supervised tracking: J, F, J&F (DAVIS), frames/s (video frames per second of tracker calls,
+    all objects of a video together), and a GIF of the first video."""
     split_dir = Path(split_dir)
     ann_file = split_dir / YTVIS_ANNOTATIONS
     gt, videos = load_ytvis_split(split_dir, settings.max_videos)
@@ -245,7 +246,6 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
         "frames_per_s": frames_tracked / model_seconds if model_seconds > 0 else None,
     }
     return {"metrics": result, "pictures": [str(gif)] if gif else []}
-
 
 
 # ---------------------------------------------------------------------------------------------- video instance segmentation
