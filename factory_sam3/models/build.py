@@ -122,13 +122,15 @@ def build_image_model(
     resolution: int | None = None,
     freeze: Iterable[str] = (),
     activation_checkpointing: bool | None = None,
+    random_init: bool = False,
 ) -> nn.Module:
     """SAM3's image model (``sam3.model.sam3_image.Sam3Image``) for a profile.
 
     tiny:  random init (``checkpoint`` optional: our exported Stage 1 file or a Trainer checkpoint).
     sam3:  full size from sam3.model_builder, weights from ``checkpoint`` (path or 'facebook/sam3').
     ``train`` attaches the matcher and leaves train mode; otherwise eval mode. ``model.resolution_px``
-    records the input size the model expects.
+    records the input size the model expects. ``random_init`` builds the sam3 profile without weights
+    (benchmarks only).
     """
     sam3_compat.apply()
     if profile not in PROFILES:
@@ -150,15 +152,22 @@ def build_image_model(
         if resolution not in (None, SAM3_RESOLUTION):
             raise UserError(f"the sam3 profile runs at {SAM3_RESOLUTION} px (got {resolution})",
                             "params.yaml", "train_stage1.resolution")
-        path = resolve_checkpoint(checkpoint)
-        state = load_state_dict_file(path)  # read before building: a bad file fails in seconds
+        state = None
+        if not random_init:
+            path = resolve_checkpoint(checkpoint)
+            state = load_state_dict_file(path)  # read before building: a bad file fails in seconds
         from sam3.model_builder import build_sam3_image_model
 
         model = build_sam3_image_model(
             bpe_path=str(bpe_path()), device="cpu", eval_mode=not train, checkpoint_path=None,
             load_from_HF=False, enable_segmentation=True,
         )
-        load_weights_strict(model, state, path)
+        if state is None:
+            from factory_sam3.models.tiny import init_text_encoder_
+
+            init_text_encoder_(model.backbone.language_backbone)
+        else:
+            load_weights_strict(model, state, path)
         if activation_checkpointing is not None:
             set_activation_checkpointing_(model, bool(activation_checkpointing))
         resolution = SAM3_RESOLUTION

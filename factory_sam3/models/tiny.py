@@ -50,6 +50,7 @@ class TinyConfig:
     text_layers: int = 2           # (SAM3: 24)
     text_context_length: int = 32  # as SAM3
     upsampling_stages: int = 3     # pixel decoder (as SAM3)
+    dropout: float = 0.0           # (SAM3: 0.1) no regularisation needed for minutes of training; saves CPU
     act_ckpt: bool = False         # activation checkpointing of trunk/text/heads (the fusion encoder and
                                    # decoder always checkpoint in training: upstream asserts it)
 
@@ -169,13 +170,13 @@ def build_tiny_image_model(
             activation="relu",
             d_model=d,
             dim_feedforward=cfg.ffn_dim,
-            dropout=0.1,
+            dropout=cfg.dropout,
             pos_enc_at_attn=True,
             pos_enc_at_cross_attn_keys=False,
             pos_enc_at_cross_attn_queries=False,
             pre_norm=True,
-            self_attention=_attention(cfg, 0.1, True),
-            cross_attention=_attention(cfg, 0.1, True),
+            self_attention=_attention(cfg, cfg.dropout, True),
+            cross_attention=_attention(cfg, cfg.dropout, True),
         ),
         num_layers=cfg.encoder_layers,
         d_model=d,
@@ -190,8 +191,8 @@ def build_tiny_image_model(
             activation="relu",
             d_model=d,
             dim_feedforward=cfg.ffn_dim,
-            dropout=0.1,
-            cross_attention=_attention(cfg, 0.1, None),
+            dropout=cfg.dropout,
+            cross_attention=_attention(cfg, cfg.dropout, None),
             n_heads=cfg.heads,
             use_text_cross_attention=True,
         ),
@@ -217,7 +218,7 @@ def build_tiny_image_model(
         d_model=d,
         d_proj=d,
         prompt_mlp=MLP(
-            input_dim=d, hidden_dim=cfg.ffn_dim, output_dim=d, num_layers=2, dropout=0.1,
+            input_dim=d, hidden_dim=cfg.ffn_dim, output_dim=d, num_layers=2, dropout=cfg.dropout,
             residual=True, out_norm=nn.LayerNorm(d),
         ),
     )
@@ -250,13 +251,13 @@ def build_tiny_image_model(
             activation="relu",
             d_model=d,
             dim_feedforward=cfg.ffn_dim,
-            dropout=0.1,
+            dropout=cfg.dropout,
             pos_enc_at_attn=False,
             pre_norm=True,
-            self_attention=_attention(cfg, 0.1, False),
+            self_attention=_attention(cfg, cfg.dropout, False),
             pos_enc_at_cross_attn_queries=False,
             pos_enc_at_cross_attn_keys=True,
-            cross_attention=_attention(cfg, 0.1, False),
+            cross_attention=_attention(cfg, cfg.dropout, False),
         ),
         use_act_ckpt=cfg.act_ckpt,
         add_cls=True,

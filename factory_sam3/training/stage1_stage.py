@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -69,6 +70,11 @@ def count_params(out_dir: Path) -> int | None:
     return int(sum(v.numel() for v in state.values() if v.is_floating_point()))
 
 
+def metric_name(name: str) -> str:
+    """MLflow metric names allow alphanumerics and _-. /: (COCO's 'AR_maxDets@1' does not pass)."""
+    return re.sub(r"[^0-9A-Za-z_\-. /:]", "_", name)
+
+
 def log_mlflow(settings: Stage1Settings, result: Stage1Result, metrics: dict, experiment: str | None) -> None:
     from omegaconf import OmegaConf
 
@@ -87,7 +93,7 @@ def log_mlflow(settings: Stage1Settings, result: Stage1Result, metrics: dict, ex
                             step=step)
         for entry in result.val_history:
             epoch = entry.get("epoch", 0)
-            run.log_metrics({f"val/{k}": v for k, v in entry.items() if k != "epoch"}, step=int(epoch))
+            run.log_metrics({metric_name(f"val/{k}"): v for k, v in entry.items() if k != "epoch"}, step=int(epoch))
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
         run.log_artifact(str(OUT_DIR / EXPORT_CONFIG))
         run.log_artifact(str(METRICS_FILE))

@@ -1,0 +1,257 @@
+"""Stage 1 with sam3's own Trainer on the tiny profile (CPU, a few steps on a synthetic COCO fixture)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from factory_sam3.errors import UserError
+from tests.helpers_stage1 import make_coco
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {"resolution": 112, "epochs": 1, "val_freq": 1, "save_freq": 1, "log_freq": 2, "min_resize": 96,
+        "scheduler_warmup": 2, "scheduler_cooldown": 2}
+
+
+def write_params(folder: Path, **train) -> Path:
+    params = {"model": {"profile": "tiny", "checkpoint": None, "device": "cpu"},
+              "mlflow": {"experiment": "stage1-tests"},
+              "train_stage1": {**FAST, **train}}
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def settings(data_root: Path, **overrides):
+    from factory_sam3.training.stage1_config import Stage1Settings
+
+    values = {**FAST, "data_root": str(data_root), "device": "cpu"}
+    values.update(overrides)
+    return Stage1Settings(**values)
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory) -> Path:
+    return make_coco(tmp_path_factory.mktemp("coco") / "coco", train=6, valid=2, test=2)
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory, coco):
+    """The whole train_stage1 stage, in a scratch working directory, once for the module."""
+    work = tmp_path_factory.mktemp("stage1")
+    (work / "data").mkdir()
+    os.symlink(coco, work / "data" / "coco")
+    params = write_params(work)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train_stage1.py"), "--params", str(params)],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, proc
+
+
+def test_stage_trains_a_few_steps_and_writes_its_outputs(stage):
+    work, proc = stage
+    metrics = json.loads((work / "metrics" / "train_stage1.json").read_text())
+    assert metrics["profile"] == "tiny" and metrics["steps"] == 6 and metrics["epochs"] == 1
+    assert np.isfinite(metrics["loss_first10_mean"]) and np.isfinite(metrics["loss_final"])
+    assert metrics["val_segm_AP"] is not None and metrics["val_segm_AP"] >= 0  # COCO segm eval ran
+    assert 3e6 < metrics["num_params"] < 7e6
+    with open(work / "plots" / "train_stage1_loss.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == list(range(6))
+    assert {"loss", "loss_mask", "loss_dice", "presence_loss"} <= set(rows[0])
+    assert "train_stage1: step 6/6" in proc.stderr  # progress line
+    export = work / "models" / "stage1"
+    assert {p.name for p in export.iterdir()} == {"model.pt", "config.yaml", "stage1.json"}
+    run_dirs = list((work / "runs" / "train_stage1").iterdir())
+    assert len(run_dirs) == 1 and (run_dirs[0] / "checkpoints" / "checkpoint.pt").is_file()
+    assert (run_dirs[0] / "checkpoints" / "checkpoint_1.pt").is_file()  # save_freq 1
+
+
+def test_stage_logs_steps_val_and_artifacts_to_mlflow(stage):
+    import mlflow
+
+    work, _ = stage
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("stage1-tests")
+    (run,) = client.search_runs([exp.experiment_id])
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert sorted(m.step for m in history) == list(range(6))
+    assert client.get_metric_history(run.info.run_id, "val/coco_eval_segm_AP")
+    assert run.data.params["settings.lr_scale"] == "0.1"
+    assert run.data.params["config.run.resolution"] == "112"
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "train_stage1.json"} <= names
+
+
+def test_export_strict_loads_in_sam3_builder_layout(stage):
+    from sam3.model_builder import _load_checkpoint
+
+    from factory_sam3.models.tiny import TINY_CONFIG, build_tiny_image_model
+    import dataclasses
+
+    work, _ = stage
+    state = torch.load(work / "models" / "stage1" / "model.pt", map_location="cpu", weights_only=True)
+    assert state and all(k.startswith("detector.") for k in state)
+    model = build_tiny_image_model(dataclasses.replace(TINY_CONFIG, resolution=112), train=False, seed=1)
+    result = model.load_state_dict({k[len("detector."):]: v for k, v in state.items()}, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    # sam3's own loader prints the keys it could not match: nothing to print
+    out = io.StringIO()
+    with redirect_stdout(out):
+        _load_checkpoint(model, str(work / "models" / "stage1" / "model.pt"))
+    assert "missing" not in out.getvalue()
+    assert torch.equal(model.transformer.decoder.query_embed.weight,
+                       state["detector.transformer.decoder.query_embed.weight"])
+
+
+def test_load_stage1_and_predict(stage):
+    from PIL import Image
+
+    from factory_sam3.models import load_stage1, predict_image
+
+    work, _ = stage
+    model = load_stage1(work / "models" / "stage1")
+    assert not model.training and model.resolution_px == 112
+    assert [c["name"] for c in model.categories] == ["gripper", "part_A", "defect", "screw"]
+    image = Image.open(next((work / "data" / "coco" / "valid").glob("*.jpg")))
+    results = predict_image(model, image, ["gripper", "screw"], score_threshold=0.0, max_detections=3)
+    assert len(results) == 6
+    category, score, mask, box = results[0]
+    assert category in ("gripper", "screw") and 0 <= score <= 1
+    assert mask.shape == (image.height, image.width) and mask.dtype == bool and len(box) == 4
+    assert [r[1] for r in results] == sorted((r[1] for r in results), reverse=True)
+
+
+def test_resume_after_interrupted_run_ends_at_the_same_epoch(tmp_path, coco, monkeypatch):
+    """Kill the run right after epoch 1's checkpoint; the rerun resumes there and stops at epoch 2."""
+    from sam3.train.trainer import Trainer
+
+    from factory_sam3.training import stage1
+    from factory_sam3.training.stage1_logging import read_steps
+
+    class Killed(Exception):
+        pass
+
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self, epoch, checkpoint_names=None):
+        original(self, epoch, checkpoint_names)
+        if epoch == 1:
+            raise Killed
+
+    runs = tmp_path / "runs"
+    s = settings(coco, epochs=2, val_freq=5)
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        stage1.train(s, runs_dir=runs)
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    (run_dir,) = runs.iterdir()
+    assert torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+    result = stage1.train(s, runs_dir=runs)
+    assert result.run_dir == run_dir and result.epochs == 2 and result.steps == 12
+    lines = (run_dir / "steps.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 12  # epoch 1's 6 steps were not redone
+    assert [int(r["step"]) for r in read_steps(run_dir)] == list(range(12))
+
+
+def test_changed_params_never_resume_a_stale_run(coco, tmp_path):
+    from factory_sam3.training import stage1
+
+    _, a, _ = stage1.prepare(settings(coco), tmp_path)
+    _, same, _ = stage1.prepare(settings(coco), tmp_path)
+    _, b, _ = stage1.prepare(settings(coco, lr_scale=0.2), tmp_path)
+    _, c, _ = stage1.prepare(settings(coco, use_cluster=False, partition="gpu"), tmp_path)
+    assert a == same and a != b
+    assert a == c  # where it runs is not what it learns
+
+
+def test_ddp_two_processes_gloo_on_cpu(coco, tmp_path):
+    from factory_sam3.training import stage1
+
+    result = stage1.train(settings(coco, val_freq=5), runs_dir=tmp_path, world_size=2)
+    assert result.epochs == 1 and result.steps == 3  # 6 images / 2 processes, batch 1
+    assert result.config.trainer.distributed.backend == "gloo"
+    assert len(result.step_rows) == 3 and all(np.isfinite(r["loss"]) for r in result.step_rows)
+
+
+def test_freeze_prefixes(coco):
+    from factory_sam3.models import build_image_model
+
+    model = build_image_model("tiny", train=True, resolution=112, freeze=["backbone.language_backbone"])
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith("backbone.language_backbone.") for n in frozen)
+    with pytest.raises(UserError, match="no parameters under 'backbone.nope'"):
+        build_image_model("tiny", resolution=112, freeze=["backbone.nope"])
+
+
+def test_bad_checkpoint_path_is_a_clear_error(tmp_path, monkeypatch):
+    from factory_sam3.models import build_image_model
+
+    with pytest.raises(UserError, match="checkpoint file not found") as err:
+        build_image_model("sam3", checkpoint=tmp_path / "missing.pt")
+    assert "missing.pt" in err.value.message
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    with pytest.raises(UserError, match="HF_TOKEN is not set"):
+        build_image_model("sam3", checkpoint="facebook/sam3")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
+        build_image_model("sam3", checkpoint=garbage)
+
+
+def test_checkpoint_with_missing_keys_is_refused(tmp_path):
+    from factory_sam3.models import build_image_model
+
+    partial = tmp_path / "partial.pt"
+    state = build_image_model("tiny", resolution=112).state_dict()
+    torch.save({"detector." + k: v for k, v in list(state.items())[:10]}, partial)
+    with pytest.raises(UserError, match="weights missing"):
+        build_image_model("tiny", resolution=112, checkpoint=partial)
+
+
+def test_small_data_is_refused_with_what_to_change(tmp_path):
+    from factory_sam3.training import stage1
+
+    root = make_coco(tmp_path / "coco", train=1, valid=1, test=1)
+    with pytest.raises(UserError, match="lower train_stage1.batch_size"):
+        stage1.prepare(settings(root, batch_size=2), tmp_path / "runs")
+
+
+def test_resize_sizes_never_empty():
+    from factory_sam3.training.stage1_config import resize_sizes
+
+    assert resize_sizes(224, 480) == [224]  # upstream gives [] here
+    assert resize_sizes(1008, 480) == list(range(480, 1009, 32))
+
+
+def test_cli_help_and_bad_params(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    script = str(REPO / "stages" / "train_stage1.py")
+    assert "train_stage1" in subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
+                                            env=env, cwd=tmp_path).stdout
+    params = write_params(tmp_path, epochs=0)
+    proc = subprocess.run([sys.executable, script, "--params", str(params)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and "'train_stage1.epochs' must be >= 1" in proc.stderr
+    params = write_params(tmp_path, batch_sise=2)
+    proc = subprocess.run([sys.executable, script, "--params", str(params)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown key 'train_stage1.batch_sise'" in proc.stderr
+    proc = subprocess.run([sys.executable, script, "--params", str(write_params(tmp_path))], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and "COCO annotations not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
