@@ -67,6 +67,11 @@ class TinyTrackerConfig:
     iou_head_hidden: int = 64      # (SAM3: 256)
     max_obj_ptrs: int = 16         # (as SAM3)
     max_cond_frames_in_attn: int = 4  # (as SAM3)
+    # SAM3 tracks with 3 candidate masks and picks one by predicted IoU (and by stability at inference). A
+    # randomly initialised tracker learns far faster from one supervised mask per tracked frame, so tiny tracks
+    # single-mask; prompts with one click still get 3 candidates (SAM2's multimask loss).
+    multimask_tracking: bool = False   # (SAM3: True)
+    dynamic_multimask: bool = False    # (SAM3: True)
 
 
 TINY_TRACKER = TinyTrackerConfig()
@@ -216,7 +221,10 @@ def build_tiny_tracker(hidden_dim: int, image_size: int, cfg: TinyTrackerConfig 
         num_layers=cfg.mem_attn_layers,
         use_act_checkpoint=False,  # upstream's wrapper fails; video_memory checkpoints per layer instead
     )
-    options = dict(_TRACKER_OPTIONS, num_maskmem=cfg.num_maskmem, max_cond_frames_in_attn=cfg.max_cond_frames_in_attn)
+    options = dict(_TRACKER_OPTIONS, num_maskmem=cfg.num_maskmem, max_cond_frames_in_attn=cfg.max_cond_frames_in_attn,
+                   multimask_output_for_tracking=cfg.multimask_tracking)
+    options["sam_mask_decoder_extra_args"] = dict(options["sam_mask_decoder_extra_args"],
+                                                  dynamic_multimask_via_stability=cfg.dynamic_multimask)
     return tracker_class()(
         image_size=image_size,
         transformer=TransformerWrapper(encoder=encoder, decoder=None, d_model=hidden_dim),
