@@ -232,7 +232,8 @@ def test_sample_rate_one_takes_every_annotated_frame(project):
     assert sorted(f for f in files if f.startswith("cam_a_")) == [f"cam_a_{i:05d}.jpg" for i in (0, 2, 3, 4)]
 
 
-def test_rerun_is_byte_identical(project, tmp_path):
+def test_rerun_is_byte_identical_pool_or_not(project, monkeypatch):
+    monkeypatch.setattr(to_coco, "MIN_JOBS_FOR_POOL", 1)  # the fixture is small: force the process pool
     convert(project, workers=2)
     first = {p.relative_to(project): p.read_bytes() for p in (project / "data" / "coco").rglob("*.json")}
     first_splits = (project / layout.SPLITS_FILE).read_bytes()

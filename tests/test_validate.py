@@ -98,6 +98,20 @@ def test_good_dataset_passes_with_deterministic_report(project):
     assert (project / layout.VALIDATE_REPORT).read_bytes() == first
 
 
+def test_process_pool_gives_the_same_report(project, monkeypatch):
+    from factory_sam3.data import validate
+
+    def report(workers):
+        return validate.run(
+            PARAMS["validate"], project / layout.COCO, project / layout.YTVIS, workers=workers, progress=False
+        ).as_dict()
+
+    (project / layout.COCO / "train" / load(project / COCO_JSON)["images"][0]["file_name"]).write_bytes(b"broken")
+    sequential = report(1)
+    monkeypatch.setattr(validate, "MIN_IMAGES_FOR_POOL", 1)
+    assert report(2) == sequential and sequential["num_errors"] == 1
+
+
 def test_class_balance_warning_follows_the_param(project):
     (project / "params.yaml").write_text(
         json.dumps({**PARAMS, "validate": {"class_balance_ratio": 100.0, "negatives_min": 0.0, "negatives_max": 1.0}})

@@ -33,6 +33,7 @@ from factory_sam3.formats.rle import SegmentationError, encode_mask01, read_mask
 from factory_sam3.data.splits import assign_splits
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MIN_JOBS_FOR_POOL = 32  # below this, starting worker processes costs more than it saves
 
 
 def warn(message: str) -> None:
@@ -253,6 +254,18 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; cv2's own threads would oversubscribe
 
 
+def process_pool(workers: int, initializer=None, preload: tuple[str, ...] = ()):
+    """A process pool whose workers start from a clean server process ("forkserver"), not from a fork of
+    this one: forking a process in which OpenCV (or torch, or any library) already started threads can
+    deadlock the children. The server imports this module (and ``preload``) once, so workers start fast."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__, *preload])
+    else:
+        context = multiprocessing.get_context("spawn")
+    return context.Pool(workers, initializer=initializer)
+
+
 def resolve_workers(workers: int) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise UserError(f"'to_coco.workers' must be an integer >= 0 (0 = one per core), got {workers!r}", "params.yaml")
@@ -263,14 +276,13 @@ def encode_all(jobs: list[Job], workers: int, progress: bool = True) -> list[Enc
     """Run encode_job over all jobs, in a process pool when it pays off; results in job order."""
     results: list = []
     bar = tqdm(total=len(jobs), desc="to_coco: encoding masks", unit="img", disable=not progress, file=sys.stderr)
-    if workers <= 1 or len(jobs) < 8:
+    if workers <= 1 or len(jobs) < MIN_JOBS_FOR_POOL:
         for job in jobs:
             results.append(_encode_or_error(job))
             bar.update()
     else:
         chunk = max(1, min(32, len(jobs) // (workers * 4)))
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        with context.Pool(workers, initializer=_init_worker) as pool:
+        with process_pool(workers, _init_worker, preload=("cv2",)) as pool:
             for result in pool.imap(_encode_or_error, jobs, chunksize=chunk):
                 results.append(result)
                 bar.update()

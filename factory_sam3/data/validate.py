@@ -11,7 +11,6 @@ cheap bookkeeping in the parent.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from factory_sam3.formats.rle import SegmentationError, rle_area, rle_bbox, to_r
 
 AREA_TOLERANCE = 0.01  # relative; plus one pixel, for areas rounded by other tools
 BBOX_TOLERANCE = 1.0  # pixels, for the bbox-vs-mask comparison (a warning)
+MIN_IMAGES_FOR_POOL = 256  # decoding a small image takes ~1 ms; fewer than this are not worth a process pool
 
 
 @dataclass
@@ -216,13 +216,14 @@ def inspect_image(path: str) -> tuple[str, Any]:
 def inspect_images(paths: list[str], workers: int, progress: bool) -> dict[str, tuple[str, Any]]:
     results = {}
     bar = tqdm(total=len(paths), desc="validate: decoding images", unit="img", disable=not progress)
-    if workers <= 1 or len(paths) < 32:
+    if workers <= 1 or len(paths) < MIN_IMAGES_FOR_POOL:
         for p in paths:
             results[p] = inspect_image(p)
             bar.update()
     else:
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        with context.Pool(workers) as pool:
+        from factory_sam3.data.to_coco import process_pool
+
+        with process_pool(workers, preload=(__name__,)) as pool:
             for p, result in zip(paths, pool.imap(inspect_image, paths, chunksize=16)):
                 results[p] = result
                 bar.update()
