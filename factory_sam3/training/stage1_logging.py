@@ -3,8 +3,9 @@
 The Trainer logs every train step's loss and its components (``log_scalar_frequency: 1``) through
 ``Logger.log(name, value, step)``. :class:`StepLogger` keeps those rows in ``<run_dir>/steps.csv``
 (appended, so a resumed run continues the same file; rows from steps after the last checkpoint are
-superseded by the rerun) and prints a progress line (step, loss, ETA). Rank 0 only. The launcher
-reads the file back for the DVC plot and MLflow, which also works for DDP children and SLURM jobs.
+superseded by the rerun; ``cpu_s`` is the process's cumulative CPU time, for a load-independent s/step)
+and prints a progress line (step, loss, ETA). Rank 0 only. The launcher reads the file back for the
+DVC plot and MLflow, which also works for DDP children and SLURM jobs.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class StepLogger:
     def _flush_row(self) -> None:
         if self._step is None or "loss" not in self._row:
             return  # components wait for their step's total
-        row = {"step": self._step, **self._row}
+        # process CPU seconds (cumulative): the step cost a quiet core would see, whatever the load
+        row = {"step": self._step, **self._row, "cpu_s": round(time.process_time(), 3)}
         new_file = not self.path.exists() or self.path.stat().st_size == 0
         if self._columns is None:
             if new_file:

@@ -6,7 +6,7 @@ import csv
 import os
 import re
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 from typing import Any
 
 from factory_sam3 import layout
@@ -33,6 +33,13 @@ def loss_summary(rows: list[dict[str, float]], window: int = 10) -> dict[str, fl
             "loss_drop_ratio": last / first if first else float("nan")}
 
 
+def cpu_seconds_per_step(rows: list[dict[str, float]]) -> float | None:
+    """Median CPU time of one step in the training process (load-independent; rank 0 on DDP)."""
+    diffs = [b["cpu_s"] - a["cpu_s"] for a, b in zip(rows, rows[1:])
+             if "cpu_s" in a and "cpu_s" in b and b["step"] == a["step"] + 1 and b["cpu_s"] >= a["cpu_s"]]
+    return round(median(diffs), 3) if diffs else None
+
+
 def build_metrics(result: Stage1Result, settings: Stage1Settings, num_params: int | None) -> dict[str, Any]:
     rows = result.step_rows
     metrics: dict[str, Any] = {
@@ -41,6 +48,7 @@ def build_metrics(result: Stage1Result, settings: Stage1Settings, num_params: in
         "steps": result.steps,
         "seconds": round(result.seconds, 1),
         "seconds_per_step": round(result.seconds / max(1, len(rows)), 3) if rows else None,
+        "cpu_seconds_per_step": cpu_seconds_per_step(rows),
         "resolution": int(result.config.run.resolution),
         "num_params": num_params,
         **{k: round(v, 5) for k, v in loss_summary(rows).items()},
