@@ -255,3 +255,31 @@ def test_cli_help_and_bad_params(tmp_path):
                           text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 2 and "COCO annotations not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_one_config_for_both_profiles(coco):
+    """The sam3 GPU profile and the tiny CPU profile come from the same config (only the group changes)."""
+    from omegaconf import OmegaConf
+
+    from factory_sam3.training.stage1_config import compose
+
+    gpu = OmegaConf.to_container(compose(settings(coco, profile="sam3", resolution=None, min_resize=480), "cuda", 2,
+                                         checkpoint="/ckpt/sam3.pt"), resolve=True)
+    cpu = OmegaConf.to_container(compose(settings(coco, resolution=None), "cpu", 1), resolve=True)
+    t = gpu["trainer"]
+    assert t["optim"]["amp"] == {"enabled": True, "amp_dtype": "bfloat16"}
+    assert t["distributed"]["backend"] == "nccl" and t["accelerator"] == "cuda"
+    assert t["model"]["checkpoint"] == "/ckpt/sam3.pt" and t["model"]["activation_checkpointing"] is True
+    assert gpu["run"]["resolution"] == 1008 and gpu["run"]["resize_sizes"] == list(range(480, 1009, 32))
+    assert cpu["trainer"]["optim"]["amp"]["enabled"] is False and cpu["trainer"]["accelerator"] == "cpu"
+    assert cpu["run"]["resolution"] == 224 and cpu["trainer"]["data"]["train"]["pin_memory"] is False
+    # the guide's optimisation recipe, x lr_scale 0.1
+    lrs = [o["scheduler"]["base_lr"] for o in t["optim"]["options"]["lr"]]
+    assert lrs == pytest.approx([8e-5, 2.5e-5, 5e-6])
+    assert t["optim"]["gradient_clip"]["max_norm"] == 0.1
+    assert t["optim"]["param_group_modifiers"][0]["layer_decay_value"] == 0.9
+    losses = [f["_target_"].rsplit(".", 1)[1] for f in gpu["scratch"]["loss"]["loss_fns_find"]]
+    assert losses == ["Boxes", "IABCEMdetr", "Masks"]
+    assert t["skip_saving_ckpts"] is False
+    for name in ("trainer", "scratch"):
+        assert {k for k in gpu[name]} == {k for k in cpu[name]}
