@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     for key in rows:
         values = [metrics.get(label, {}).get(key) for label in ("baseline", "finetuned")] + [metrics["gain"].get(key)]
         print(f"{key:14s}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}s}" for v, w in zip(values, (12, 12, 10))))
+    gain = metrics.get("gain", {})
+    better = [k for k in ("segm_AP", "J&F") if (gain.get(k) or 0) > 0]
+    worse = [k for k in ("segm_AP", "J&F") if k in gain and k not in better]
+    if worse:
+        print(f"note: the fine-tuned model does not beat the baseline on {', '.join(worse)} "
+              "(train longer or check the training stages' loss curves in reports/evaluate/loss_curves.png)")
     print(f"wrote {METRICS_FILE}")
 
 
