@@ -81,6 +81,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=0, help="our converter's processes (0 = one per core)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "to_coco")
+    parser.add_argument(
+        "--single",
+        choices=("baseline", "ours", "none"),
+        help="run one converter once in this process (ours with workers=1) and exit: for instruction counts "
+        "under valgrind, where machine load does not matter ('none' = start-up cost to subtract)",
+    )
     args = parser.parse_args()
 
     data = args.out / f"data_{args.images}_{args.width}x{args.height}"
@@ -99,6 +105,13 @@ def main() -> None:
         start = time.perf_counter()
         convert_mask_folder(data / "images", data / "masks", categories, ours_json, workers=args.workers)
         return time.perf_counter() - start
+
+    if args.single:
+        if args.single == "baseline":
+            process_mask_folder(str(data / "masks"), str(baseline_json), str(data / "images"), categories)
+        elif args.single == "ours":
+            convert_mask_folder(data / "images", data / "masks", categories, ours_json, workers=1)
+        return
 
     load_before = os.getloadavg()[0]
     run_baseline(), run_ours()  # warm-up: page cache, imports, pool start-up paths
