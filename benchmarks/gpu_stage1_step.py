@@ -107,6 +107,7 @@ def main() -> int:
 
     if args.smoke_cpu:
         device, profile = "cpu", "tiny"
+        torch.set_num_threads(1)  # more threads than free cores spin-wait on a shared machine
     elif not torch.cuda.is_available():
         print("gpu_stage1_step: no CUDA GPU on this machine; run it on a GPU host "
               "(or --smoke-cpu to check the script with the tiny profile)", file=sys.stderr)
