@@ -40,7 +40,10 @@ def sweep_env(**extra: str) -> dict[str, str]:
 
 def run_queue(project: Path, env: dict, timeout_s: float) -> None:
     """`dvc queue start` and wait (bounded) until nothing is queued or running."""
-    run([DVC, "queue", "start", "-j", "1"], project, env)
+    # the worker outlives `dvc queue start` and inherits its stdout: no pipe, or we would wait for it
+    with open(project.parent / "queue-start.log", "w") as log:
+        subprocess.run([DVC, "queue", "start", "-j", "1"], cwd=project, env=env, stdout=log,
+                       stderr=subprocess.STDOUT, timeout=120, check=True)
     deadline = time.monotonic() + timeout_s
     status = ""
     while time.monotonic() < deadline:
