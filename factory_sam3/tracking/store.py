@@ -121,8 +121,15 @@ def open_client(uri: str, experiment: str, root: Path | None = None):
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
-    return client, exp_id
+    if exp is not None:
+        return client, exp.experiment_id
+    try:
+        return client, client.create_experiment(experiment)
+    except Exception:  # another run created it in the meantime
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise
+        return client, exp.experiment_id
 
 
 def probe_server(uri: str, timeout_s: float = 5.0) -> str | None:
