@@ -233,8 +233,12 @@ def test_sample_rate_one_takes_every_annotated_frame(project):
 
 
 def test_rerun_is_byte_identical_pool_or_not(project, monkeypatch):
-    monkeypatch.setattr(to_coco, "MIN_JOBS_FOR_POOL", 1)  # the fixture is small: force the process pool
+    monkeypatch.setattr(to_coco, "POOL_MIN_SECONDS", 0.0)  # the fixture is small: force the process pool
+    pools = []
+    real_pool = to_coco.process_pool
+    monkeypatch.setattr(to_coco, "process_pool", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
     convert(project, workers=2)
+    assert len(pools) == 1
     first = {p.relative_to(project): p.read_bytes() for p in (project / "data" / "coco").rglob("*.json")}
     first_splits = (project / layout.SPLITS_FILE).read_bytes()
     convert(project, workers=1)

@@ -108,8 +108,14 @@ def test_process_pool_gives_the_same_report(project, monkeypatch):
 
     (project / layout.COCO / "train" / load(project / COCO_JSON)["images"][0]["file_name"]).write_bytes(b"broken")
     sequential = report(1)
-    monkeypatch.setattr(validate, "MIN_IMAGES_FOR_POOL", 1)
+    monkeypatch.setattr(validate, "POOL_MIN_SECONDS", 0.0)
+    from factory_sam3.data import to_coco
+
+    pools = []
+    real_pool = to_coco.process_pool
+    monkeypatch.setattr(to_coco, "process_pool", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
     assert report(2) == sequential and sequential["num_errors"] == 1
+    assert len(pools) == 1
 
 
 def test_class_balance_warning_follows_the_param(project):
