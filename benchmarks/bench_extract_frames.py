@@ -6,7 +6,10 @@ baseline and ours for several repeats and reports the median frames/s of each an
 every ``--interval``-th frame up to ``--max-frames`` per video at JPEG quality 95 (the guide's default).
 
     .venv/bin/python benchmarks/bench_extract_frames.py            # defaults below
-    .venv/bin/python benchmarks/bench_extract_frames.py --repeats 7 --videos 8 --frames 150
+    .venv/bin/python benchmarks/bench_extract_frames.py --repeats 9 --videos 8 --frames 150
+
+On a machine shared with other sessions (Linux autogroup scheduling) see benchmarks/RESULTS.md for how the
+numbers there were taken.
 """
 
 from __future__ import annotations

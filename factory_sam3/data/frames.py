@@ -7,7 +7,8 @@ boundaries; the manifest makes the mapping auditable and lets later stages map a
 
 Faster than the guide's Script 2 because each video is decoded once with ``grab()`` (the skipped frames are
 never converted to BGR), decoding stops as soon as enough frames are kept, videos run in parallel (a process
-per core, one decoder thread each, so processes don't fight over cores) and JPEG quality is explicit.
+per core, one decoder thread each, so processes don't fight over cores), JPEG encoding overlaps decoding
+(a second thread per video) and JPEG quality is explicit. The JPEG files are byte-identical to the guide's.
 
 A video that cannot be opened, decodes no frame, or decodes fewer frames than its container claims
 (truncated) is an error naming the file; with ``skip_bad_videos`` it is a warning and a ``"skipped"``
