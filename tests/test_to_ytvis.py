@@ -169,3 +169,13 @@ def test_failed_run_removes_previous_output(project):
 def test_bad_param(project):
     with pytest.raises(UserError, match="min_track_frames"):
         build(project, min_track_frames=0)
+
+
+def test_warns_when_no_annotated_frame_was_extracted(project, capsys):
+    path = project / layout.RAW / "video_annotations" / "cam_a.json"
+    data = json.loads(path.read_text())
+    data["frames"] = {"5": data["frames"]["5"]}  # source frame 5 is not among the extracted 0, 2, ..., 10
+    path.write_text(json.dumps(data))
+    summary = build(project)
+    assert "none of the annotated source frames was extracted" in capsys.readouterr().err
+    assert summary["tracks_dropped"] == 2  # both tracks are all null there

@@ -71,6 +71,12 @@ def build_video(
             f"declared size {annotations['width']}x{annotations['height']} but the extracted frames are {width}x{height}",
             ann_path,
         )
+    extracted = {str(frame["source_index"]) for frame in frame_list}
+    if annotations["frames"] and not extracted & set(annotations["frames"]):
+        warn(
+            f"{ann_path}: none of the annotated source frames was extracted "
+            "(extract_frames.frame_interval skips them?); the video has no annotated frame"
+        )
     tracks = []
     dropped = 0
     for track_id in sorted(annotations["tracks"], key=track_sort_key):
