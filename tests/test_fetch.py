@@ -23,7 +23,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from factory_sam3 import layout
-from factory_sam3.formats.rle import mask_to_rle, rle_to_mask
+from factory_sam3.formats.rle import rle_to_mask
 
 REPO = Path(__file__).resolve().parents[1]
 FETCH = REPO / "stages" / "fetch.py"
@@ -178,7 +178,8 @@ def test_synthetic_video_masks_are_visible_tracked_and_occluded(default_raw):
             if track["category"] in ("part_A", "screw") and len(seen) >= 3:
                 # the same object from frame to frame: small steps, overall to the right
                 centres = [b[0] + b[2] / 2 for b in boxes]
-                steps = [(c2 - c1) / (i2 - i1) for (i1, _), (i2, _), c1, c2 in zip(seen, seen[1:], centres, centres[1:])]
+                steps = [(c2 - c1) / (i2 - i1)
+                         for (i1, _), (i2, _), c1, c2 in zip(seen, seen[1:], centres, centres[1:])]
                 assert max(abs(s) for s in steps) <= 25 and centres[-1] > centres[0], (tid, centres)
             areas = [int(mask_utils.area({"size": r["size"], "counts": r["counts"].encode()})) for _, r in seen]
             full = max(areas, default=0)

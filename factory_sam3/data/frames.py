@@ -63,7 +63,8 @@ class Settings:
     def from_params(cls, params: dict[str, Any], file: object = "params.yaml") -> "Settings":
         def integer(key: str, low: int, high: int | None = None, default: Any = None) -> int:
             value = params.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            too_high = high is not None and isinstance(value, int) and value > high
+            if isinstance(value, bool) or not isinstance(value, int) or value < low or too_high:
                 bound = f"between {low} and {high}" if high is not None else f">= {low}"
                 raise UserError(f"'extract_frames.{key}' must be an integer {bound}, got {value!r}", file)
             return value

@@ -80,7 +80,8 @@ def check_layout(root: Path) -> list[dict]:
     names = {c["name"] for c in categories}
 
     videos = {p.stem for p in _files(root / "videos", VIDEO_EXTENSIONS)}
-    folders = {p.name for p in (root / "frame_folders").iterdir() if p.is_dir()} if (root / "frame_folders").is_dir() else set()
+    folders_dir = root / "frame_folders"
+    folders = {p.name for p in folders_dir.iterdir() if p.is_dir()} if folders_dir.is_dir() else set()
     images = {p.stem for p in _files(root / "images", IMAGE_EXTENSIONS)}
     if not (videos or folders or images):
         raise UserError("no data: expected videos/*.mp4, frame_folders/<video>/*.jpg or images/*.jpg", root)
