@@ -528,7 +528,7 @@ def track(model: Sam3VideoModel, frames: list[np.ndarray], first_masks: dict) ->
     try:
         with _autocast(device):
             images = preprocess_frames(frames, size, device)
-            feats = vm.clip_features(model, images)
+            feats = vm.clip_features(model, images, chunk=8)
             by_start: dict[int, list] = {}
             for obj, (start, mask) in first_masks.items():
                 if not 0 <= int(start) < len(frames):

@@ -43,9 +43,10 @@ class ClipFeatures:
         return self.levels[-1].shape[0]
 
     def frame(self, t: int, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Features of frame ``t`` expanded to ``batch`` objects (views, no copy)."""
+        """Features of frame ``t`` expanded to ``batch`` objects (views, no copy). The positional encodings
+        do not depend on the image, so one copy ``[1, C, H, W]`` serves every frame."""
         feats = [x[t : t + 1].expand(batch, *x.shape[1:]) for x in self.levels]
-        pos = [p[t : t + 1].expand(batch, *p.shape[1:]) for p in self.pos]
+        pos = [p[:1].expand(batch, *p.shape[1:]) for p in self.pos]
         return feats, pos
 
 
@@ -64,27 +65,31 @@ class FrameOutput:
     steps: list = field(default_factory=list)  # earlier (multimasks, ious, object_score_logits) of correction rounds
 
 
-def clip_features(video_model, images: torch.Tensor, train_trunk: bool = False) -> ClipFeatures:
+def clip_features(video_model, images: torch.Tensor, train_trunk: bool = False, chunk: int = 0) -> ClipFeatures:
     """Image features of all frames of a clip, computed once. ``images``: ``[T, 3, S, S]`` normalised.
 
     The trunk runs without autograd unless it is trained (``train_trunk``); the tracker's neck (``sam2_convs``)
-    and the SAM decoder's ``conv_s0``/``conv_s1`` always keep their graph so they can train.
+    and the SAM decoder's ``conv_s0``/``conv_s1`` always keep their graph so they can train. ``chunk`` > 0 runs
+    the trunk on that many frames at a time (long videos at inference).
     """
     neck = video_model.detector.backbone.vision_backbone
     scalp = getattr(video_model.detector.backbone, "scalp", 1)
     tracker = video_model.tracker
-    with torch.set_grad_enabled(train_trunk and torch.is_grad_enabled()):
-        trunk_out = neck.trunk(images)[-1]
     convs = list(neck.sam2_convs)
     if scalp > 0:
         convs = convs[:-scalp]  # the lowest resolution level is discarded, as upstream's SAM3VLBackbone does
-    levels, pos = [], []
-    for conv in convs:
-        feat = conv(trunk_out)
-        levels.append(feat)
-        pos.append(neck.position_encoding(feat).to(feat.dtype))
-    levels[0] = tracker.sam_mask_decoder.conv_s0(levels[0])
-    levels[1] = tracker.sam_mask_decoder.conv_s1(levels[1])
+    step = chunk if chunk > 0 else images.shape[0]
+    parts = []
+    for start in range(0, images.shape[0], step):
+        with torch.set_grad_enabled(train_trunk and torch.is_grad_enabled()):
+            trunk_out = neck.trunk(images[start : start + step])[-1]
+        feats = [conv(trunk_out) for conv in convs]
+        feats[0] = tracker.sam_mask_decoder.conv_s0(feats[0])
+        feats[1] = tracker.sam_mask_decoder.conv_s1(feats[1])
+        parts.append(feats)
+    levels = [torch.cat([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i in range(len(convs))]
+    # positional encodings are computed on the neck outputs (before conv_s0/conv_s1), as upstream does
+    pos = [neck.position_encoding(torch.empty(1, 1, *x.shape[-2:], device=x.device)).to(x.dtype) for x in levels]
     return ClipFeatures(levels=levels, pos=pos)
 
 

@@ -180,10 +180,11 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_key(settings: Stage2Settings, model_params: dict, inputs: list[Path]) -> str:
+def run_key(settings: Stage2Settings, model_params: dict, inputs: list[Path], model_config: Optional[dict] = None) -> str:
     payload = {
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("save_freq", "log_freq", "cpu_threads")},
         "model": model_params,
+        "architecture": model_config or {},
         "inputs": {str(p): file_md5(p) for p in inputs if p.is_file()},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -236,9 +237,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def heldout_iou(model, videos: list[Video], max_frames: int) -> dict:
     """Semi-supervised VOS on held-out videos (the first ``max_frames`` frames of each): every object is
-    prompted with its first annotated mask and tracked; mean IoU over the annotated frames after the prompt,
-    against copying the prompted mask forward."""
-    ours, copy = [], []
+    prompted with its first annotated mask and tracked. ``iou``: mean IoU over the annotated frames after the
+    prompt where the object is present, against ``copy_iou`` (the prompted mask copied forward) on the same
+    frames; ``iou_all``/``copy_iou_all`` also count frames where it is absent (empty vs empty = 1), which
+    rewards predicting nothing, so they are secondary."""
+    ours, copy, ours_all, copy_all = [], [], [], []
     for video in videos:
         frames = list(range(min(len(video.file_names), max_frames)))
         prompts = {}
@@ -256,11 +259,18 @@ def heldout_iou(model, videos: list[Video], max_frames: int) -> dict:
                 if f not in annotated:
                     continue
                 gt = video.mask(i, f)
-                ours.append(_iou(predicted[i][f], gt))
-                copy.append(_iou(mask, gt))
-    if not ours:
-        return {"iou": float("nan"), "copy_iou": float("nan"), "frames": 0}
-    return {"iou": float(np.mean(ours)), "copy_iou": float(np.mean(copy)), "frames": len(ours)}
+                a, b = _iou(predicted[i][f], gt), _iou(mask, gt)
+                ours_all.append(a)
+                copy_all.append(b)
+                if gt.any():
+                    ours.append(a)
+                    copy.append(b)
+
+    def mean(values):
+        return float(np.mean(values)) if values else float("nan")
+
+    return {"iou": mean(ours), "copy_iou": mean(copy), "frames": len(ours),
+            "iou_all": mean(ours_all), "copy_iou_all": mean(copy_all), "frames_all": len(ours_all)}
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -368,7 +378,7 @@ def _train(ctx: Context) -> Optional[dict]:
     model, report = prepare_model(ctx)
     profile = model.profile
     inputs = [ctx.data_dir / "train" / layout.YTVIS_ANNOTATIONS, video_models.stage1_weights_file(ctx.stage1_dir)]
-    key = run_key(settings, ctx.model_params, inputs)
+    key = run_key(settings, ctx.model_params, inputs, model.config)
     ckpt_path = ctx.run_dir / key / CHECKPOINT
     optimizer, scheduler, lr = build_optimizer(model, settings, profile)
     options = ForwardOptions(
@@ -449,8 +459,7 @@ def _train(ctx: Context) -> Optional[dict]:
         "loss_last10": float(np.mean(losses_seq[-k:])) if k else None,
         "final": {c: float(np.mean([r[c] for r in history[-k:]])) for c in LOSS_COLUMNS} if k else {},
         "heldout": None if after is None else {
-            "iou": after["iou"], "copy_iou": after["copy_iou"], "frames": after["frames"],
-            "iou_before_training": None if before is None else before["iou"],
+            **after, "iou_before_training": None if before is None else before["iou"],
         },
         "trainable_params": report["trainable"],
         "frozen_params": report["frozen"],
