@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     for key in rows:
         values = [metrics.get(label, {}).get(key) for label in ("baseline", "finetuned")] + [metrics["gain"].get(key)]
         print(f"{key:14s}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}s}" for v, w in zip(values, (12, 12, 10))))
+    reference = metrics.get("reference", {})
+    print(f"reference J&F without a model: prompt copied forward {reference.get('copy_prompt_J&F', 0):.4f}, "
+          f"empty masks {reference.get('empty_J&F', 0):.4f}")
     gain = metrics.get("gain", {})
     better = [k for k in ("segm_AP", "J&F") if (gain.get(k) or 0) > 0]
     worse = [k for k in ("segm_AP", "J&F") if k in gain and k not in better]

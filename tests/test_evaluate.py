@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from factory_sam3.evaluation import metrics
-from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos, evaluate_vis
+from factory_sam3.evaluation.runner import (EvalSettings, copy_prompt_tracker, evaluate_images, evaluate_videos,
+                                            evaluate_vis)
 from factory_sam3.evaluation.stage import check_params, run
 from factory_sam3.errors import UserError
 from factory_sam3.formats.rle import mask_to_rle, rle_bbox
@@ -109,10 +110,6 @@ def colour_tracker(frames, prompts):
     return result
 
 
-def copy_prompt_tracker(frames, prompts):
-    return {obj: [None if t < start else mask for t in range(len(frames))] for obj, (start, mask) in prompts.items()}
-
-
 def no_output(image, class_names):
     return []
 
@@ -200,12 +197,15 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     write_coco(tmp_path / "coco")
     write_ytvis(tmp_path / "ytvis")
     plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "train_stage1_loss.csv").write_text("step,loss\n0,2.0\n1,1.5\n2,1.2\n")
     metrics_file = tmp_path / "metrics" / "evaluate.json"
     pictures = tmp_path / "reports" / "evaluate"
     details = tmp_path / "reports" / "evaluate_details.json"
     result = run({"model": {"profile": "tiny", "device": "cpu"}, "evaluate": {"num_overlays": 1, "vis_keyframe_stride": 2}},
                  coco_root=tmp_path / "coco", ytvis_root=tmp_path / "ytvis", metrics_file=metrics_file,
                  pictures_dir=pictures, details_file=details, log_mlflow=False,
+                 loss_csvs={"Stage 1": plots / "train_stage1_loss.csv"},
                  model_pairs={"baseline": (no_output, copy_prompt_tracker),
                               "finetuned": (colour_segmenter, colour_tracker)})
     written = json.loads(metrics_file.read_text())
@@ -215,9 +215,12 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     assert written["gain"]["J&F"] == pytest.approx(1.0 - written["baseline"]["J&F"], abs=1e-4)
     assert written["finetuned"]["vis_mAP"] == 1.0 and written["baseline"]["vis_mAP"] == 0.0
     assert written["device"].startswith("cpu") and written["profile"] == "tiny"
+    # model-free references: the baseline here IS copy-prompt; empty masks score only object 2's absent frames
+    assert written["reference"]["copy_prompt_J&F"] == written["baseline"]["J&F"]
+    assert written["reference"]["empty_J"] == pytest.approx((0 + 2 / 3) / 2, abs=1e-4)
     names = sorted(p.name for p in pictures.iterdir())
-    assert names == ["overlay_baseline_00.png", "overlay_finetuned_00.png", "tracking_baseline.gif",
-                     "tracking_finetuned.gif"]  # no loss CSVs here: no loss_curves.png
+    assert names == ["loss_curves.png", "overlay_baseline_00.png", "overlay_finetuned_00.png",
+                     "tracking_baseline.gif", "tracking_finetuned.gif"]
     assert json.loads(details.read_text())["details"]["finetuned"]["segm_AP_per_class"]["screw"] == 1.0
 
 
@@ -261,7 +264,7 @@ def test_stage_logs_metrics_and_pictures_to_mlflow(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run({"model": {"profile": "tiny", "device": "cpu"}, "evaluate": {"num_overlays": 1, "mlflow": True}},
         coco_root=tmp_path / "coco", ytvis_root=tmp_path / "ytvis", metrics_file=tmp_path / "m.json",
-        pictures_dir=tmp_path / "pics", details_file=tmp_path / "d.json",
+        pictures_dir=tmp_path / "pics", details_file=tmp_path / "d.json", loss_csvs={},
         model_pairs={"baseline": (no_output, copy_prompt_tracker), "finetuned": (colour_segmenter, colour_tracker)})
     client = mlflow.tracking.MlflowClient(uri)
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]

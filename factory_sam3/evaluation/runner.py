@@ -248,6 +248,16 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
     return {"metrics": result, "pictures": [str(gif)] if gif else []}
 
 
+def copy_prompt_tracker(frames, prompts):
+    """Reference "tracker" without a model: the prompt mask copied to every later frame."""
+    return {obj: [None if t < start else mask for t in range(len(frames))] for obj, (start, mask) in prompts.items()}
+
+
+def empty_tracker(frames, prompts):
+    """Reference "tracker" that predicts nothing: scores only on frames where the object is absent."""
+    return {obj: [None] * len(frames) for obj in prompts}
+
+
 # ---------------------------------------------------------------------------------------------- video instance segmentation
 
 

@@ -3,7 +3,9 @@
 Writes
     metrics/evaluate.json          DVC metrics, flat enough for `dvc exp show`:
         {"baseline": {"segm_AP", "bbox_AP", "J", "F", "J&F", "vis_mAP", "images_per_s", "frames_per_s", ...},
-         "finetuned": {...}, "gain": {"segm_AP": finetuned - baseline, ...}, "device": ..., "profile": ...}
+         "finetuned": {...}, "gain": {"segm_AP": finetuned - baseline, ...},
+         "reference": {"copy_prompt_J&F", "empty_J&F", ...}  model-free video references,
+         "device": ..., "profile": ...}
     reports/evaluate/              pictures only (DVC image plots): overlay_<model>_NN.png (ground truth left,
                                    prediction right), tracking_<model>.gif, loss_curves.png
     reports/evaluate_details.json  per-class AP and per-video J/F, where each number came from
@@ -20,7 +22,8 @@ from factory_sam3 import layout
 from factory_sam3.atomic import atomic_dir, write_json
 from factory_sam3.errors import UserError
 from factory_sam3.evaluation.pictures import loss_curves
-from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos, evaluate_vis
+from factory_sam3.evaluation.runner import (EvalSettings, copy_prompt_tracker, empty_tracker, evaluate_images,
+                                            evaluate_videos, evaluate_vis)
 
 METRICS_FILE = layout.METRICS / "evaluate.json"
 PICTURES_DIR = Path("reports") / "evaluate"
@@ -101,6 +104,13 @@ def evaluate_models(models: Mapping[str, tuple[Callable, Callable]], params: Map
         out["metrics"][label] = flat
         out["details"][label] = {"segm_AP_per_class": images["metrics"]["segm_AP_per_class"]}
         out["pictures"] += images["pictures"] + videos["pictures"]
+    # J&F of two model-free references put the models' numbers in context: copying the prompt forward
+    # (does the tracker follow motion?) and predicting nothing (credit from frames where objects are absent)
+    reference_settings = settings_for(params, "reference", None)
+    out["reference"] = {}
+    for name, tracker in (("copy_prompt", copy_prompt_tracker), ("empty", empty_tracker)):
+        scores = evaluate_videos(tracker, ytvis_dir, reference_settings)["metrics"]
+        out["reference"].update({f"{name}_{k}": scores[k] for k in ("J", "F", "J&F")})
     if all(label in out["metrics"] for label in LABELS):
         base, tuned = out["metrics"]["baseline"], out["metrics"]["finetuned"]
         out["gain"] = {k: tuned[k] - base[k] for k in GAIN_KEYS
@@ -120,7 +130,7 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
         stage1_dir: Path = layout.MODELS / "stage1", stage2_dir: Path = layout.MODELS / "stage2",
         metrics_file: Path = METRICS_FILE, pictures_dir: Path = PICTURES_DIR, details_file: Path = DETAILS_FILE,
         model_pairs: Mapping[str, tuple[Callable, Callable]] | None = None,
-        log_mlflow: bool | None = None) -> dict[str, Any]:
+        log_mlflow: bool | None = None, loss_csvs: Mapping[str, Path] = LOSS_CSVS) -> dict[str, Any]:
     """Run the stage. ``model_pairs`` replaces the real models (tests); otherwise they are loaded from
     ``model``/``train_stage2`` params and the Stage 1/2 outputs."""
     params = check_params(all_params.get("evaluate") or {})
@@ -152,13 +162,14 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
 
     with atomic_dir(pictures_dir) as tmp_pictures, torch.inference_mode():
         result = evaluate_models(model_pairs, params, coco_dir, ytvis_dir, tmp_pictures)
-        curves = loss_curves(LOSS_CSVS, tmp_pictures / "loss_curves.png")
+        curves = loss_curves(loss_csvs, tmp_pictures / "loss_curves.png")
         pictures = [str(Path(pictures_dir) / Path(p).name) for p in result["pictures"]]
         if curves is not None:
             pictures.append(str(Path(pictures_dir) / curves.name))
 
     metrics = {label: _round(values) for label, values in result["metrics"].items()}
     metrics["gain"] = _round(result.get("gain", {}))
+    metrics["reference"] = _round(result["reference"])
     metrics["device"] = device_name(device)
     metrics["profile"] = profile
     write_json(metrics_file, metrics)
