@@ -283,3 +283,22 @@ def test_one_config_for_both_profiles(coco):
     assert t["skip_saving_ckpts"] is False
     for name in ("trainer", "scratch"):
         assert {k for k in gpu[name]} == {k for k in cpu[name]}
+
+
+def test_negative_images_are_dropped_only_without_negative_prompts(tmp_path):
+    from factory_sam3.training.stage1_data import CocoPrompts
+    from tests.helpers_stage1 import make_coco_split
+
+    ann = str(make_coco_split(tmp_path / "train", 8, seed=3, negative_fraction=0.5))
+    data = json.loads(Path(ann).read_text())
+    with_objects = {a["image_id"] for a in data["annotations"]}
+    assert len(with_objects) < len(data["images"])  # the fixture has negatives
+    everything = CocoPrompts(ann, include_negatives=True)
+    assert len(everything.getDatapointIds()) == len(data["images"])
+    queries, _ = everything.loadQueriesAndAnnotationsFromDatapoint(0)
+    assert [q["query_text"] for q in queries] == ["gripper", "part_A", "defect", "screw"]
+    positives = CocoPrompts(ann, include_negatives=False)
+    assert len(positives.getDatapointIds()) == len(with_objects)
+    for idx in positives.getDatapointIds():
+        queries, annotations = positives.loadQueriesAndAnnotationsFromDatapoint(idx)
+        assert queries and all(q["object_ids_output"] for q in queries)

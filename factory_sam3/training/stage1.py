@@ -148,7 +148,8 @@ def run_dir_for(cfg, settings: Stage1Settings, runs_dir: Path = RUNS_DIR) -> Pat
 
 def prepare(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int | None = None):
     """Compose + check everything that can fail before training (checkpoint, data, sizes)."""
-    device = resolve_device(settings.device)
+    # SLURM jobs run on GPU nodes: "auto" must not resolve to the submitting host's CPU
+    device = "cuda" if settings.use_cluster and settings.device == "auto" else resolve_device(settings.device)
     if world_size is None:
         world_size = settings.num_gpus * (settings.num_nodes if settings.use_cluster else 1)
     if device == "cuda" and not settings.use_cluster:

@@ -83,7 +83,8 @@ class StepLogger:
         if self._step is None or "loss" not in self._row:
             return  # components wait for their step's total
         # process CPU seconds (cumulative): the step cost a quiet core would see, whatever the load
-        row = {"step": self._step, **self._row, "cpu_s": round(time.process_time(), 3)}
+        row = {"step": self._step, **self._row, "cpu_s": round(time.process_time(), 3),
+               "wall_s": round(time.time(), 3)}
         new_file = not self.path.exists() or self.path.stat().st_size == 0
         if self._columns is None:
             if new_file:

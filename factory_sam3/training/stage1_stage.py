@@ -33,10 +33,11 @@ def loss_summary(rows: list[dict[str, float]], window: int = 10) -> dict[str, fl
             "loss_drop_ratio": last / first if first else float("nan")}
 
 
-def cpu_seconds_per_step(rows: list[dict[str, float]]) -> float | None:
-    """Median CPU time of one step in the training process (load-independent; rank 0 on DDP)."""
-    diffs = [b["cpu_s"] - a["cpu_s"] for a, b in zip(rows, rows[1:])
-             if "cpu_s" in a and "cpu_s" in b and b["step"] == a["step"] + 1 and b["cpu_s"] >= a["cpu_s"]]
+def seconds_per_step(rows: list[dict[str, float]], column: str) -> float | None:
+    """Median time between consecutive steps of one process (``cpu_s``: CPU time of the training
+    process, load-independent; ``wall_s``: wall clock). Steps across a resume are skipped."""
+    diffs = [b[column] - a[column] for a, b in zip(rows, rows[1:])
+             if column in a and column in b and b["step"] == a["step"] + 1 and b[column] >= a[column]]
     return round(median(diffs), 3) if diffs else None
 
 
@@ -46,9 +47,9 @@ def build_metrics(result: Stage1Result, settings: Stage1Settings, num_params: in
         "profile": settings.profile,
         "epochs": result.epochs,
         "steps": result.steps,
-        "seconds": round(result.seconds, 1),
-        "seconds_per_step": round(result.seconds / max(1, len(rows)), 3) if rows else None,
-        "cpu_seconds_per_step": cpu_seconds_per_step(rows),
+        "seconds": round(result.seconds, 1),  # this invocation (a resumed run only counts what it redid)
+        "seconds_per_step": seconds_per_step(rows, "wall_s"),
+        "cpu_seconds_per_step": seconds_per_step(rows, "cpu_s"),
         "resolution": int(result.config.run.resolution),
         "num_params": num_params,
         **{k: round(v, 5) for k, v in loss_summary(rows).items()},
