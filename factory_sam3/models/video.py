@@ -67,11 +67,11 @@ class TinyTrackerConfig:
     iou_head_hidden: int = 64      # (SAM3: 256)
     max_obj_ptrs: int = 16         # (as SAM3)
     max_cond_frames_in_attn: int = 4  # (as SAM3)
-    # SAM3 tracks with 3 candidate masks and picks one by predicted IoU (and by stability at inference). A
-    # randomly initialised tracker learns far faster from one supervised mask per tracked frame, so tiny tracks
-    # single-mask; prompts with one click still get 3 candidates (SAM2's multimask loss).
-    multimask_tracking: bool = False   # (SAM3: True)
-    dynamic_multimask: bool = False    # (SAM3: True)
+    # SAM3 tracks with 3 candidate masks and picks one by predicted IoU (and by stability at inference).
+    # Measured on the synthetic data (60 steps, lr 1e-3): single-mask tracking learned no better, so tiny keeps
+    # SAM3's behaviour; the switches stay for experiments.
+    multimask_tracking: bool = True    # (as SAM3)
+    dynamic_multimask: bool = True     # (as SAM3)
 
 
 TINY_TRACKER = TinyTrackerConfig()
