@@ -207,7 +207,7 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
                  pictures_dir=pictures, details_file=details, log_mlflow=False,
                  loss_csvs={"Stage 1": plots / "train_stage1_loss.csv"},
                  model_pairs={"baseline": (no_output, copy_prompt_tracker),
-                              "finetuned": (colour_segmenter, colour_tracker)})
+                              "finetuned": lambda: (colour_segmenter, colour_tracker)})  # lazily built
     written = json.loads(metrics_file.read_text())
     assert written == json.loads(json.dumps(result))
     assert written["baseline"]["segm_AP"] == 0.0 and written["finetuned"]["segm_AP"] == 1.0
@@ -297,3 +297,14 @@ def test_bbox_ap_scores_the_model_box_when_given(tmp_path):
     assert exact["bbox_AP"] == pytest.approx(1.0)
     far = evaluate_images(with_boxes(30), split, EvalSettings())["metrics"]  # masks right, boxes far off
     assert far["segm_AP"] == pytest.approx(1.0) and far["bbox_AP"] < 0.2
+
+
+def test_stage_without_training_outputs_fails_fast_and_clearly(tmp_path):
+    write_coco(tmp_path / "coco")
+    write_ytvis(tmp_path / "ytvis")
+    with pytest.raises(UserError, match=r"stage1: not found \(run `dvc repro train_stage1`\)"):
+        run({"model": {"profile": "tiny", "device": "cpu"}, "evaluate": {}}, coco_root=tmp_path / "coco",
+            ytvis_root=tmp_path / "ytvis", stage1_dir=tmp_path / "models" / "stage1",
+            stage2_dir=tmp_path / "models" / "stage2", metrics_file=tmp_path / "m.json",
+            pictures_dir=tmp_path / "pics", details_file=tmp_path / "d.json", log_mlflow=False)
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "pics").exists()

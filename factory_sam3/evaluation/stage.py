@@ -87,14 +87,17 @@ def settings_for(params: Mapping[str, Any], label: str, pictures_dir: Path | Non
                         vis_min_score=float(params["vis_min_score"]), vis_max_tracks=params["vis_max_tracks"])
 
 
-def evaluate_models(models: Mapping[str, tuple[Callable, Callable]], params: Mapping[str, Any],
+def evaluate_models(models: Mapping[str, Any], params: Mapping[str, Any],
                     coco_dir: Path, ytvis_dir: Path, pictures_dir: Path | None) -> dict[str, Any]:
     """Score each ``label -> (predict_image, track)`` on the COCO and YTVIS test splits.
 
+    A value may also be a function returning that pair: it is called when the label's turn comes, so
+    only one model pair is in memory at a time (four full-size SAM3 models would not need to coexist).
     Returns {"metrics": {label: flat metrics}, "details": {label: per-class / counts}, "pictures": [...]}.
     """
     out: dict[str, Any] = {"metrics": {}, "details": {}, "pictures": []}
-    for label, (predict_image, track) in models.items():
+    for label, entry in models.items():
+        predict_image, track = entry() if callable(entry) else entry
         settings = settings_for(params, label, pictures_dir)
         images = evaluate_images(predict_image, coco_dir, settings)
         videos = evaluate_videos(track, ytvis_dir, settings)
@@ -104,6 +107,8 @@ def evaluate_models(models: Mapping[str, tuple[Callable, Callable]], params: Map
         out["metrics"][label] = flat
         out["details"][label] = {"segm_AP_per_class": images["metrics"]["segm_AP_per_class"]}
         out["pictures"] += images["pictures"] + videos["pictures"]
+        del predict_image, track  # free this pair's models before the next is built
+        _release_memory()
     # J&F of two model-free references put the models' numbers in context: copying the prompt forward
     # (does the tracker follow motion?) and predicting nothing (credit from frames where objects are absent)
     reference_settings = settings_for(params, "reference", None)
@@ -118,6 +123,16 @@ def evaluate_models(models: Mapping[str, tuple[Callable, Callable]], params: Map
     return out
 
 
+def _release_memory() -> None:
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _round(value: Any) -> Any:
     if isinstance(value, float):
         return None if math.isnan(value) else round(value, 5)
@@ -129,7 +144,7 @@ def _round(value: Any) -> Any:
 def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root: Path = layout.YTVIS,
         stage1_dir: Path = layout.MODELS / "stage1", stage2_dir: Path = layout.MODELS / "stage2",
         metrics_file: Path = METRICS_FILE, pictures_dir: Path = PICTURES_DIR, details_file: Path = DETAILS_FILE,
-        model_pairs: Mapping[str, tuple[Callable, Callable]] | None = None,
+        model_pairs: Mapping[str, Any] | None = None,
         log_mlflow: bool | None = None, loss_csvs: Mapping[str, Path] = LOSS_CSVS) -> dict[str, Any]:
     """Run the stage. ``model_pairs`` replaces the real models (tests); otherwise they are loaded from
     ``model``/``train_stage2`` params and the Stage 1/2 outputs."""
@@ -152,13 +167,21 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
     profile = model_params.get("profile", "tiny")
     sources: dict[str, Any] = {}
     if model_pairs is None:
+        # fail before minutes of baseline evaluation if the fine-tuned models are missing
+        for path, stage in ((Path(stage1_dir), "train_stage1"), (Path(stage2_dir), "train_stage2")):
+            if not path.exists():
+                raise UserError(f"not found (run `dvc repro {stage}`)", path)
         video_seed = int((all_params.get("train_stage2") or {}).get("seed", 0) or 0)
-        model_pairs = {}
-        for label in LABELS:
-            pair = load_pair(label, model_params, device, Path(stage1_dir), Path(stage2_dir), video_seed,
-                             float(params["min_score"]))
-            model_pairs[label] = (pair.predict_image, pair.track)
-            sources[label] = pair.source
+
+        def loader(label: str) -> Callable[[], tuple[Callable, Callable]]:
+            def load() -> tuple[Callable, Callable]:
+                pair = load_pair(label, model_params, device, Path(stage1_dir), Path(stage2_dir), video_seed,
+                                 float(params["min_score"]))
+                sources[label] = pair.source
+                return pair.predict_image, pair.track
+            return load
+
+        model_pairs = {label: loader(label) for label in LABELS}
 
     with atomic_dir(pictures_dir) as tmp_pictures, torch.inference_mode():
         result = evaluate_models(model_pairs, params, coco_dir, ytvis_dir, tmp_pictures)
