@@ -214,6 +214,7 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     assert written["gain"]["segm_AP"] == 1.0
     assert written["gain"]["J&F"] == pytest.approx(1.0 - written["baseline"]["J&F"], abs=1e-4)
     assert written["finetuned"]["vis_mAP"] == 1.0 and written["baseline"]["vis_mAP"] == 0.0
+    assert written["finetuned"]["segm_AP_screw"] == 1.0 and written["finetuned"]["segm_AP_defect"] is None
     assert written["device"].startswith("cpu") and written["profile"] == "tiny"
     # model-free references: the baseline here IS copy-prompt; empty masks score only object 2's absent frames
     assert written["reference"]["copy_prompt_J&F"] == written["baseline"]["J&F"]

@@ -104,6 +104,8 @@ def evaluate_models(models: Mapping[str, Any], params: Mapping[str, Any],
         vis = evaluate_vis(predict_image, track, ytvis_dir, settings) if settings.vis else {"metrics": {}}
         flat = {k: v for k, v in {**images["metrics"], **videos["metrics"], **vis["metrics"]}.items()
                 if not isinstance(v, dict)}
+        # per-class AP as flat keys, so `dvc exp show` can put them in columns too
+        flat.update({f"segm_AP_{name}": ap for name, ap in images["metrics"]["segm_AP_per_class"].items()})
         out["metrics"][label] = flat
         out["details"][label] = {"segm_AP_per_class": images["metrics"]["segm_AP_per_class"]}
         out["pictures"] += images["pictures"] + videos["pictures"]
