@@ -302,3 +302,15 @@ def test_negative_images_are_dropped_only_without_negative_prompts(tmp_path):
     for idx in positives.getDatapointIds():
         queries, annotations = positives.loadQueriesAndAnnotationsFromDatapoint(idx)
         assert queries and all(q["object_ids_output"] for q in queries)
+
+
+def test_submitit_launcher_runs_the_trainer(coco, tmp_path, monkeypatch, capsys):
+    """use_cluster goes through submitit; without SLURM here its AutoExecutor runs the job locally."""
+    from factory_sam3.training import stage1
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    result = stage1.train(settings(coco, use_cluster=True, partition="gpu", device="cpu", val_freq=5),
+                          runs_dir=tmp_path)
+    assert result.epochs == 1 and result.steps == 6
+    assert "submitted local (no SLURM here) job" in capsys.readouterr().out
+    assert list((result.run_dir / "submitit_logs").glob("*_log.out"))

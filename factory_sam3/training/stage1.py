@@ -186,7 +186,8 @@ def train(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int |
     start = time.monotonic()
     if settings.use_cluster:
         job = submit_slurm(cfg, settings)
-        print(f"train_stage1: submitted SLURM job {job.job_id}; waiting for it (logs: {run_dir}/submitit_logs)")
+        kind = "SLURM" if type(job).__name__.startswith("Slurm") else "local (no SLURM here)"
+        print(f"train_stage1: submitted {kind} job {job.job_id}; waiting for it (logs: {run_dir}/submitit_logs)")
         job.result()
     elif world_size == 1:
         _run_trainer(0, 1, _free_port(), container)
