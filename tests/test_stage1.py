@@ -314,3 +314,21 @@ def test_submitit_launcher_runs_the_trainer(coco, tmp_path, monkeypatch, capsys)
     assert result.epochs == 1 and result.steps == 6
     assert "submitted local (no SLURM here) job" in capsys.readouterr().out
     assert list((result.run_dir / "submitit_logs").glob("*_log.out"))
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    """A save killed half-way leaves the previous checkpoint intact (upstream deletes it first)."""
+    from factory_sam3.training.stage1 import save_atomically
+
+    path = tmp_path / "checkpoint.pt"
+    save_atomically({"epoch": 1}, path)
+
+    def dies_half_way(obj, handle):
+        handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomically({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"epoch": 1}

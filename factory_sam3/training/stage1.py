@@ -58,6 +58,35 @@ class Stage1Result:
     step_rows: list[dict]      # steps.csv rows
 
 
+def _trainer_class():
+    from sam3.train.trainer import Trainer
+
+    class Stage1Trainer(Trainer):
+        """sam3's Trainer with a truly atomic checkpoint write: upstream removes the old checkpoint before
+        renaming the new one into place, so a kill in between leaves no checkpoint.pt to resume from."""
+
+        def _save_checkpoint(self, checkpoint, checkpoint_path):
+            save_atomically(checkpoint, checkpoint_path)
+
+    return Stage1Trainer
+
+
+def save_atomically(obj, path) -> None:
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)  # the previous checkpoint stays valid until this instant
+
+
+def Stage1Trainer(**kwargs):  # noqa: N802 - Hydra target; the class is built lazily (importing sam3 is slow)
+    return _trainer_class()(**kwargs)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
