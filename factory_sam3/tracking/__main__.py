@@ -63,8 +63,8 @@ def _plot_runs(runs, metric: str, out: Path) -> None:
         history = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
         lr = {k: v for k, v in run.data.params.items() if k.endswith("lr_scale")}
         label = run.data.tags.get("dvc_exp_name") or run.info.run_name or run.info.run_id[:8]
-        if lr:
-            label += " (" + ", ".join(f"{k.rsplit('.', 2)[-2]}={v}" for k, v in sorted(lr.items())) + ")"
+        if lr:  # the same value is often logged under several prefixes: show each distinct value once
+            label += " (lr_scale=" + ", ".join(sorted(set(lr.values()))) + ")"
         ax.plot([m.step for m in history], [m.value for m in history], label=label)
     from matplotlib.ticker import MaxNLocator
 
