@@ -7,7 +7,8 @@ from that encoding. Images without any annotation are kept as negatives. Splits 
 (factory_sam3.data.splits) and written to data/splits.json, which to_ytvis reuses.
 
 Decoding and encoding masks is the expensive part, so the per-image work runs in a process pool (one worker
-per core by default); everything else is bookkeeping in the parent.
+per core by default) whenever the estimated work outweighs the pool's start-up; everything else is
+bookkeeping in the parent. Output is identical either way.
 """
 
 from __future__ import annotations
