@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -63,3 +64,19 @@ def safe_name(name: str) -> str:
 
 def numbered_categories(names: Iterable[str], supercategory: str = "object") -> list[dict]:
     return [{"id": i, "name": name, "supercategory": supercategory} for i, name in enumerate(names, start=1)]
+
+
+def copy_as_jpeg(src: Path, dst: Path) -> None:
+    """Copy a JPEG as is; re-encode any other image format to JPEG (quality 95), the raw layout's format."""
+    if src.suffix.lower() in (".jpg", ".jpeg"):
+        shutil.copyfile(src, dst)
+        return
+    import cv2  # only sources with non-JPEG images need OpenCV here
+
+    image = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError("image cannot be read", src)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise UserError("image cannot be re-encoded as JPEG", src)
+    dst.write_bytes(buf.tobytes())

@@ -18,12 +18,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import cv2
 
 from factory_sam3.errors import UserError
 from factory_sam3.layout import SPLITS
 from factory_sam3.sources.archive import find_root, local_input
-from factory_sam3.sources.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, check_categories, dump_json, read_json
+from factory_sam3.sources.common import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    check_categories,
+    copy_as_jpeg,
+    dump_json,
+    read_json,
+)
 
 DATA_DIRS = ("videos", "frame_folders", "images")
 ALL_DIRS = DATA_DIRS + ("video_annotations", "masks", "image_annotations")
@@ -126,7 +132,7 @@ def copy_layout(root: Path, out: Path) -> dict:
         if name == "images":
             (out / name).mkdir()
             for image in _files(src, IMAGE_EXTENSIONS):
-                _copy_as_jpeg(image, out / name / f"{image.stem}.jpg")
+                copy_as_jpeg(image, out / name / f"{image.stem}.jpg")
         else:
             shutil.copytree(src, out / name, ignore=shutil.ignore_patterns(".*"))
         counts[name] = sum(1 for _ in (out / name).iterdir())
@@ -134,19 +140,6 @@ def copy_layout(root: Path, out: Path) -> dict:
         if (root / optional).is_file():
             shutil.copyfile(root / optional, out / optional)
     return counts
-
-
-def _copy_as_jpeg(src: Path, dst: Path) -> None:
-    if src.suffix.lower() in (".jpg", ".jpeg"):
-        shutil.copyfile(src, dst)
-        return
-    image = cv2.imread(str(src), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError("image cannot be read", src)
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    if not ok:
-        raise UserError("image cannot be re-encoded as JPEG", src)
-    dst.write_bytes(buf.tobytes())
 
 
 def fetch_local(path: Any, out: Path) -> dict:

@@ -22,12 +22,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import cv2
 from pycocotools import mask as mask_utils
 
 from factory_sam3.errors import UserError
 from factory_sam3.sources.archive import find_root, local_input
-from factory_sam3.sources.common import check_categories, dump_json, read_json, safe_name
+from factory_sam3.sources.common import check_categories, copy_as_jpeg, dump_json, read_json, safe_name
 
 SPLIT_DIRS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
 ANNOTATIONS = "_annotations.coco.json"
@@ -113,19 +112,6 @@ def _categories(exports: list[tuple[str, Path, dict]]) -> dict[int, dict]:
     return {cid: cat for cid, cat in sorted(by_id.items()) if cid in used or cat["name"] not in supers}
 
 
-def _copy_image(src: Path, dst: Path) -> None:
-    if src.suffix.lower() in (".jpg", ".jpeg"):
-        shutil.copyfile(src, dst)
-        return
-    image = cv2.imread(str(src), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError("image cannot be read", src)
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    if not ok:
-        raise UserError("image cannot be re-encoded as JPEG", src)
-    dst.write_bytes(buf.tobytes())
-
-
 def convert_export(root: Path, out: Path) -> dict:
     exports = []
     for dirname, split in SPLIT_DIRS.items():
@@ -178,7 +164,7 @@ def convert_export(root: Path, out: Path) -> dict:
                 seg, from_box = _segmentation(ann, width, height, json_path, ann_record)
                 boxes_as_masks += from_box
                 instances.append({"category": categories[cid]["name"], "segmentation": seg})
-            _copy_image(src, out / "images" / f"{name}.jpg")
+            copy_as_jpeg(src, out / "images" / f"{name}.jpg")
             dump_json(out / "image_annotations" / f"{name}.json",
                       {"width": width, "height": height, "instances": instances})
             splits[name] = split
