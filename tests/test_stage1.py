@@ -277,6 +277,8 @@ def test_one_config_for_both_profiles(coco):
     lrs = [o["scheduler"]["base_lr"] for o in t["optim"]["options"]["lr"]]
     assert lrs == pytest.approx([8e-5, 2.5e-5, 5e-6])
     assert t["optim"]["gradient_clip"]["max_norm"] == 0.1
+    # fused AdamW on CPU (faster tiny steps), torch's default on GPU
+    assert cpu["trainer"]["optim"]["optimizer"]["fused"] is True and t["optim"]["optimizer"]["fused"] is False
     assert t["optim"]["param_group_modifiers"][0]["layer_decay_value"] == 0.9
     losses = [f["_target_"].rsplit(".", 1)[1] for f in gpu["scratch"]["loss"]["loss_fns_find"]]
     assert losses == ["Boxes", "IABCEMdetr", "Masks"]

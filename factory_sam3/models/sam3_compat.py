@@ -58,6 +58,9 @@ def device_settings(device: str) -> dict:
         "pin_memory": on_gpu,
         "interpolate_masks_on_gpu": on_gpu,
         "dummy_loss_device": "cuda" if on_gpu else "cpu",
+        # CPU: torch's fused AdamW (one kernel over all tensors) makes a tiny step ~10% faster than its
+        # per-tensor default; GPU: torch's default (foreach), which the GradScaler path is tested with
+        "fused_optimizer": not on_gpu,
     }
 
 
