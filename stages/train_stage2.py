@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from factory_sam3 import layout
     from factory_sam3.tracking import stage_run
+    from factory_sam3.training import require_validated
     from factory_sam3.training.stage2.train import STAGE, Stage2Settings, run
 
+    require_validated()
     params = section(STAGE, args.params)
     model_params = section("model", args.params)
     settings = Stage2Settings.from_params(params)

@@ -257,6 +257,26 @@ def test_cli_help_and_bad_params(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_cli_refuses_data_that_failed_validation(tmp_path):
+    # run on its own (not through DVC, which stops after a failed validate) it must not train either
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    report = tmp_path / "reports" / "validate.json"
+    report.parent.mkdir()
+    report.write_text(json.dumps({"ok": False, "errors": ["data/coco/train/_annotations.coco.json: annotation 3: "
+                                                          "bbox outside the image"], "warnings": []}))
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train_stage1.py"), "--params",
+                           str(write_params(tmp_path))], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: reports/validate.json: the data failed validation (1 error(s)")
+    assert "annotation 3: bbox outside the image" in last
+    assert not (tmp_path / "models").exists()
+    report.write_text(json.dumps({"ok": True, "errors": [], "warnings": []}))  # passed: on to the next check
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train_stage1.py"), "--params",
+                           str(write_params(tmp_path))], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and "COCO annotations not found" in proc.stderr
+
+
 def test_one_config_for_both_profiles(coco):
     """The sam3 GPU profile and the tiny CPU profile come from the same config (only the group changes)."""
     from omegaconf import OmegaConf

@@ -89,6 +89,17 @@ def test_missing_stage1_is_a_clear_error(tmp_path, repo_root):
     assert proc.returncode == 2 and "models/stage1" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_data_that_failed_validation_is_refused(tmp_path, repo_root):
+    work = _workspace(tmp_path, repo_root)
+    (work / "reports").mkdir()
+    (work / "reports" / "validate.json").write_text(json.dumps(
+        {"ok": False, "errors": ["data/ytvis/train/annotations.json: video 1: 5 file_names but length 6"]}))
+    proc = _run(work, repo_root)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "reports/validate.json: the data failed validation" in proc.stderr and "video 1" in proc.stderr
+    assert not (work / "models" / "stage2").exists()
+
+
 def test_ddp_two_processes_on_cpu(tmp_path, repo_root):
     work = _workspace(tmp_path, repo_root, num_gpus=2)
     proc = _run(work, repo_root)

@@ -12,6 +12,7 @@ from typing import Any
 from factory_sam3 import layout
 from factory_sam3.atomic import atomic_file, write_json
 from factory_sam3.params import load_params
+from factory_sam3.training import require_validated
 from factory_sam3.training.stage1 import EXPORT_CONFIG, VAL_AP_KEY, Stage1Result, export, train
 from factory_sam3.training.stage1_config import RUNS_DIR, Stage1Settings
 
@@ -110,6 +111,7 @@ def log_mlflow(settings: Stage1Settings, result: Stage1Result, metrics: dict, ex
 
 
 def run_stage(params_path: str | os.PathLike = "params.yaml", runs_dir: Path = RUNS_DIR) -> dict[str, Any]:
+    require_validated()
     params = load_params(params_path)
     settings = Stage1Settings.from_params(params, params_path)
     result = train(settings, runs_dir=runs_dir)
