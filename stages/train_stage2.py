@@ -53,9 +53,14 @@ def main(argv: list[str] | None = None) -> None:
         for path in (metrics_file, plot_file, layout.MODELS / "stage2" / "config.json"):
             tracked.log_artifact(path)
     heldout = metrics.get("heldout") or {}
+
+    def num(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
     print(f"train_stage2: {metrics['steps']} steps in {metrics['seconds']:.0f} s; loss {metrics['loss_first10']:.3f} "
           f"-> {metrics['loss_last10']:.3f}; held-out IoU {heldout.get('iou', float('nan')):.3f} "
-          f"(copy-forward {heldout.get('copy_iou', float('nan')):.3f})")
+          f"(copy-forward {heldout.get('copy_iou', float('nan')):.3f}); cross-object IoU "
+          f"{num(heldout.get('cross_object_iou'))} (ground truth {num(heldout.get('gt_cross_object_iou'))})")
 
 
 if __name__ == "__main__":

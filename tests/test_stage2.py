@@ -276,3 +276,23 @@ def test_bad_settings_are_user_errors():
     model = video_models.build_video_model("tiny", seed=0)
     with pytest.raises(UserError, match="no parameters under"):
         apply_freeze(model, ["detector.nope"], [])
+
+
+def test_cross_object_iou_tells_prompt_following_from_prompt_independent_masks():
+    from factory_sam3.training.stage2.train import cross_object_iou
+
+    a = np.zeros((8, 8), bool)
+    a[:4, :4] = True
+    b = np.zeros((8, 8), bool)
+    b[4:, 4:] = True
+    half = np.zeros((8, 8), bool)
+    half[:4, :2] = True  # half of a
+    empty = np.zeros((8, 8), bool)
+    # the same mask for every object (ignores the prompt): 1; disjoint masks: 0; a known overlap: its IoU
+    assert cross_object_iou({0: [a, a], 1: [a, a]}, [0, 1]) == 1.0
+    assert cross_object_iou({0: [a], 1: [b]}, [0]) == 0.0
+    assert cross_object_iou({0: [a], 1: [half]}, [0]) == pytest.approx(0.5)
+    # frames where both are empty do not count; three objects -> three pairs
+    assert cross_object_iou({0: [empty, a], 1: [empty, a]}, [0, 1]) == 1.0
+    assert cross_object_iou({0: [a], 1: [a], 2: [b]}, [0]) == pytest.approx(1 / 3)
+    assert np.isnan(cross_object_iou({0: [empty], 1: [empty]}, [0]))

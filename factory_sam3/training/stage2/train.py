@@ -235,13 +235,30 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union)
 
 
+def cross_object_iou(predicted: dict, frames: list[int]) -> float:
+    """Mean IoU between the predicted masks of *different* objects on the same frame (pairs where either is
+    non-empty). A tracker that follows its prompt gives distinct objects distinct masks (near 0 when they do
+    not overlap); one that ignores the prompt and segments the same region for every object scores near 1."""
+    scores = []
+    ids = list(predicted)
+    for f in frames:
+        for a in range(len(ids)):
+            for b in range(a + 1, len(ids)):
+                ma, mb = predicted[ids[a]][f], predicted[ids[b]][f]
+                if ma.any() or mb.any():
+                    scores.append(_iou(ma, mb))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def heldout_iou(model, videos: list[Video], max_frames: int) -> dict:
     """Semi-supervised VOS on held-out videos (the first ``max_frames`` frames of each): every object is
     prompted with its first annotated mask and tracked. ``iou``: mean IoU over the annotated frames after the
     prompt where the object is present, against ``copy_iou`` (the prompted mask copied forward) on the same
     frames; ``iou_all``/``copy_iou_all`` also count frames where it is absent (empty vs empty = 1), which
-    rewards predicting nothing, so they are secondary."""
-    ours, copy, ours_all, copy_all = [], [], [], []
+    rewards predicting nothing, so they are secondary. ``cross_object_iou`` (see ``cross_object_iou``; the
+    ground truth's own value beside it as ``gt_cross_object_iou``) shows whether the predictions depend on
+    the prompt at all."""
+    ours, copy, ours_all, copy_all, cross, gt_cross = [], [], [], [], [], []
     for video in videos:
         frames = list(range(min(len(video.file_names), max_frames)))
         prompts = {}
@@ -254,6 +271,11 @@ def heldout_iou(model, videos: list[Video], max_frames: int) -> dict:
         images = [video.image(f) for f in frames]
         predicted = video_models.track(model, images, prompts)
         annotated = set(video.annotated)
+        after_all_prompts = [f for f in frames if f in annotated and f > max(first for first, _ in prompts.values())]
+        if len(prompts) > 1 and after_all_prompts:
+            cross.append(cross_object_iou(predicted, after_all_prompts))
+            truth = {i: {f: video.mask(i, f) for f in after_all_prompts} for i in prompts}
+            gt_cross.append(cross_object_iou(truth, after_all_prompts))
         for i, (first, mask) in prompts.items():
             for f in frames[first + 1:]:
                 if f not in annotated:
@@ -267,10 +289,16 @@ def heldout_iou(model, videos: list[Video], max_frames: int) -> dict:
                     copy.append(b)
 
     def mean(values):
+        values = [v for v in values if not np.isnan(v)]
         return float(np.mean(values)) if values else float("nan")
 
     return {"iou": mean(ours), "copy_iou": mean(copy), "frames": len(ours),
-            "iou_all": mean(ours_all), "copy_iou_all": mean(copy_all), "frames_all": len(ours_all)}
+            "iou_all": mean(ours_all), "copy_iou_all": mean(copy_all), "frames_all": len(ours_all),
+            "cross_object_iou": _none_if_nan(mean(cross)), "gt_cross_object_iou": _none_if_nan(mean(gt_cross))}
+
+
+def _none_if_nan(value: float):
+    return None if np.isnan(value) else value
 
 
 # ------------------------------------------------------------------------------------------------ training
