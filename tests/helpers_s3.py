@@ -89,6 +89,19 @@ def s3_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def project_env(**extra: str) -> dict[str, str]:
+    """Environment for a stage / dvc subprocess in a scratch project: no inherited tracking URI or DVC
+    experiment variables, this repository importable, venv first on PATH, no analytics."""
+    env = dict(os.environ)
+    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        env.pop(key, None)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.update(extra)
+    return env
+
+
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:

@@ -20,22 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers_s3 import VENV_BIN, make_tiny_project, run
+from helpers_s3 import VENV_BIN, project_env, make_tiny_project, run
 
 PY = sys.executable
 DVC = str(VENV_BIN / "dvc")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def sweep_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
-        env.pop(key, None)
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    env.update(extra)
-    return env
 
 
 def run_queue(project: Path, env: dict, timeout_s: float) -> None:
@@ -93,7 +82,7 @@ def assert_logged_in_repo(root: Path, runs: list) -> None:
 
 
 def test_queued_sweep_mechanics(tmp_path):
-    env = sweep_env()
+    env = project_env()
     project = make_tiny_project(tmp_path / "proj", env, steps=3)
     run([PY, "-m", "factory_sam3.tracking", "init"], project, env)  # store exists before workers start
     run([DVC, "exp", "run", "--queue", "-S", "train.lr_scale=0.2,0.5"], project, env)
@@ -135,7 +124,7 @@ def _real_stage1_ready() -> bool:
 @pytest.mark.skipif(not _real_stage1_ready(), reason="stages/train_stage1.py not in the repo yet")
 def test_queued_sweep_real_pipeline(tmp_path):
     """2-point queued sweep over train_stage1.lr_scale on the tiny default, short training."""
-    env = sweep_env()
+    env = project_env()
     project = tmp_path / "repo"
     # a clone of the committed pipeline (what a teammate has), not the dev's workspace
     run(["git", "clone", "-q", str(REPO_ROOT), str(project)], tmp_path, env)

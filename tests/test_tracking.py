@@ -13,26 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers_s3 import VENV_BIN, free_port, make_tiny_project, run
+from helpers_s3 import VENV_BIN, project_env, free_port, make_tiny_project, run
 
 PY = sys.executable
 DVC = str(VENV_BIN / "dvc")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # With the server down a stage may take at most this much longer than with the local store
 # (MLflow's own defaults would add ~4 minutes per call). Compared with a baseline measured in the same
 # session, because the shared test machine's speed varies a lot.
 DOWN_EXTRA_S = 30
-
-
-def tracking_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
-        env.pop(key, None)
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    env.update(extra)
-    return env
 
 
 def client(uri: str):
@@ -63,7 +51,7 @@ class MlflowServer:
             [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
              "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=tracking_env(), start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, env=project_env(), start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -85,9 +73,9 @@ class MlflowServer:
 @pytest.fixture(scope="module")
 def baseline_repro_s(tmp_path_factory) -> float:
     """Seconds a `dvc repro` of the tiny project takes with the local store (no server involved)."""
-    project = make_tiny_project(tmp_path_factory.mktemp("baseline") / "p", tracking_env())
+    project = make_tiny_project(tmp_path_factory.mktemp("baseline") / "p", project_env())
     start = time.monotonic()
-    run([DVC, "repro", "-q"], project, tracking_env(DVC_ROOT=str(project)), timeout=300)
+    run([DVC, "repro", "-q"], project, project_env(DVC_ROOT=str(project)), timeout=300)
     return time.monotonic() - start
 
 
@@ -109,11 +97,11 @@ def test_local_store_resolves_to_dvc_root_with_tags(tmp_path):
     root = tmp_path / "repo"
     (root / ".dvc").mkdir(parents=True)
     # the stage runs in another folder (like a queued experiment's .dvc/tmp/exps/tmpXXXX copy)
-    work = make_tiny_project(tmp_path / "work", tracking_env())
+    work = make_tiny_project(tmp_path / "work", project_env())
     (work / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  fetch:\n    cmd: x\n    outs:\n    - path: data/raw\n      md5: abc123.dir\n")
-    commit = run(["git", "rev-parse", "HEAD"], work, tracking_env()).stdout.strip()
-    env = tracking_env(DVC_ROOT=str(root), DVC_EXP_NAME="brave-lion", DVC_EXP_BASELINE_REV=commit)
+    commit = run(["git", "rev-parse", "HEAD"], work, project_env()).stdout.strip()
+    env = project_env(DVC_ROOT=str(root), DVC_EXP_NAME="brave-lion", DVC_EXP_BASELINE_REV=commit)
     result, _ = run_stage(work, env)
     assert "FELL_BACK False" in result.stdout
 
@@ -145,7 +133,7 @@ def test_local_store_resolves_to_dvc_root_with_tags(tmp_path):
 def test_concurrent_first_runs_share_one_healthy_store(tmp_path):
     root = tmp_path / "repo"
     (root / ".dvc").mkdir(parents=True)
-    env = tracking_env(DVC_ROOT=str(root))
+    env = project_env(DVC_ROOT=str(root))
     projects = [make_tiny_project(tmp_path / f"w{i}", env, lr_scale=0.1 * (i + 1)) for i in range(3)]
     procs = [subprocess.Popen([PY, "train.py"], cwd=p, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for p in projects]
@@ -160,8 +148,8 @@ def test_concurrent_first_runs_share_one_healthy_store(tmp_path):
 
 
 def test_server_receives_run(tmp_path, server):
-    project = make_tiny_project(tmp_path / "p", tracking_env())
-    env = tracking_env(DVC_ROOT=str(project), MLFLOW_TRACKING_URI=server.uri)
+    project = make_tiny_project(tmp_path / "p", project_env())
+    env = project_env(DVC_ROOT=str(project), MLFLOW_TRACKING_URI=server.uri)
     result, _ = run_stage(project, env)
     assert "FELL_BACK False" in result.stdout
     run_id = result.stdout.split("RUN_ID ")[1].split()[0]
@@ -182,14 +170,14 @@ def _hung_listener() -> tuple[socket.socket, str]:
 
 @pytest.mark.parametrize("outage", ["stopped", "hung"])
 def test_server_down_falls_back_fast_then_syncs(tmp_path, server, outage, baseline_repro_s):
-    project = make_tiny_project(tmp_path / "p", tracking_env())
+    project = make_tiny_project(tmp_path / "p", project_env())
     listener = None
     if outage == "stopped":
         dead_uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     else:
         listener, dead_uri = _hung_listener()
     try:
-        env = tracking_env(DVC_ROOT=str(project), MLFLOW_TRACKING_URI=dead_uri)
+        env = project_env(DVC_ROOT=str(project), MLFLOW_TRACKING_URI=dead_uri)
         start = time.monotonic()
         result = run([DVC, "repro", "-q"], project, env, timeout=180)
         elapsed = time.monotonic() - start
@@ -210,7 +198,7 @@ def test_server_down_falls_back_fast_then_syncs(tmp_path, server, outage, baseli
     assert len(client(local_uri).get_metric_history(logged.info.run_id, "loss")) == 4
 
     # later, with a server up: sync copies it over (metrics history, params, tags, artifacts)
-    sync_env = tracking_env(DVC_ROOT=str(project), MLFLOW_TRACKING_URI=server.uri)
+    sync_env = project_env(DVC_ROOT=str(project), MLFLOW_TRACKING_URI=server.uri)
     out = run([PY, "-m", "factory_sam3.tracking", "sync"], project, sync_env).stdout
     assert "copied 1 run(s)" in out
     synced_to = client(local_uri).get_run(logged.info.run_id).data.tags["tracking_synced_to"]
@@ -228,8 +216,8 @@ def test_server_down_falls_back_fast_then_syncs(tmp_path, server, outage, baseli
 def test_server_dies_mid_run_everything_lands_in_fallback(tmp_path, baseline_repro_s):
     doomed = MlflowServer(tmp_path / "doomed").start()
     try:
-        project = make_tiny_project(tmp_path / "p", tracking_env(), steps=5)
-        env = tracking_env(DVC_ROOT=str(project), MLFLOW_TRACKING_URI=doomed.uri,
+        project = make_tiny_project(tmp_path / "p", project_env(), steps=5)
+        env = project_env(DVC_ROOT=str(project), MLFLOW_TRACKING_URI=doomed.uri,
                            TINY_KILL_PGID=str(doomed.process.pid), TINY_KILL_AFTER="1")
         result, elapsed = run_stage(project, env)
     finally:
