@@ -271,16 +271,14 @@ def heldout_iou(model, videos: list[Video], max_frames: int) -> dict:
         images = [video.image(f) for f in frames]
         predicted = video_models.track(model, images, prompts)
         annotated = set(video.annotated)
+        truth = {i: {f: video.mask(i, f) for f in frames[first + 1:] if f in annotated}
+                 for i, (first, _) in prompts.items()}  # decoded once, for both measures
         after_all_prompts = [f for f in frames if f in annotated and f > max(first for first, _ in prompts.values())]
         if len(prompts) > 1 and after_all_prompts:
             cross.append(cross_object_iou(predicted, after_all_prompts))
-            truth = {i: {f: video.mask(i, f) for f in after_all_prompts} for i in prompts}
             gt_cross.append(cross_object_iou(truth, after_all_prompts))
         for i, (first, mask) in prompts.items():
-            for f in frames[first + 1:]:
-                if f not in annotated:
-                    continue
-                gt = video.mask(i, f)
+            for f, gt in truth[i].items():
                 a, b = _iou(predicted[i][f], gt), _iou(mask, gt)
                 ours_all.append(a)
                 copy_all.append(b)
