@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-
 from factory_sam3.errors import UserError
 from factory_sam3.layout import SPLITS
 from factory_sam3.sources.archive import find_root, local_input
