@@ -372,3 +372,20 @@ def test_many_errors_are_all_in_the_report_but_only_20_printed(project):
     assert report["num_errors"] >= 30
     assert sum(line.startswith("error: ") for line in result.stderr.splitlines()) == 20 + 1  # + the summary line
     assert "more" in result.stderr
+
+
+def test_training_guard_reads_the_validate_report(tmp_path):
+    from factory_sam3.errors import UserError
+    from factory_sam3.training import require_validated
+
+    report = tmp_path / "validate.json"
+    require_validated(report)  # no report (validate never ran): allowed
+    report.write_text(json.dumps({"ok": True, "errors": []}))
+    require_validated(report)
+    report.write_text("{not json")
+    with pytest.raises(UserError, match="unreadable validate report") as err:
+        require_validated(report)
+    assert str(report) in err.value.message
+    report.write_text(json.dumps({"ok": False, "errors": []}))
+    with pytest.raises(UserError, match=r"failed validation \(0 error\(s\)\)"):
+        require_validated(report)
