@@ -1,4 +1,4 @@
-"""Build SAM3's image model for a profile: `tiny` (small, random init) or `sam3` (full size + checkpoint)."""
+"""Build SAM3's image model for a profile: `tiny` (small, our pretrained weights) or `sam3` (full size + checkpoint)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from factory_sam3.errors import UserError
-from factory_sam3.models import sam3_compat
+from factory_sam3.models import pretrained, sam3_compat
 from factory_sam3.models.assets import bpe_path
 
 PROFILES = ("tiny", "sam3")
@@ -82,6 +82,15 @@ def load_weights_strict(model: nn.Module, ckpt: dict[str, torch.Tensor], source:
         )
 
 
+def load_tiny_pretrained_(model: nn.Module) -> None:
+    """The tiny profile's shipped starting weights into a tiny image model (strict; the tracker neck
+    ``sam2_convs`` of the video model is skipped when the image model has none)."""
+    state = pretrained.tiny_state()
+    has_tracker_neck = any(".sam2_convs." in k for k in model.state_dict())
+    state = {k: v for k, v in state.items() if has_tracker_neck or ".sam2_convs." not in k}
+    pretrained.load_into(model, state, "detector.", pretrained.tiny_weights_path())
+
+
 def freeze_(model: nn.Module, prefixes: Iterable[str]) -> list[str]:
     """Set requires_grad=False on parameters under each module prefix; unknown prefixes are an error."""
     frozen = []
@@ -126,11 +135,12 @@ def build_image_model(
 ) -> nn.Module:
     """SAM3's image model (``sam3.model.sam3_image.Sam3Image``) for a profile.
 
-    tiny:  random init (``checkpoint`` optional: our exported Stage 1 file or a Trainer checkpoint).
+    tiny:  the shipped pretrained weights (``models/pretrained/tiny_sam3.pt``, see models.pretrained), or
+           ``checkpoint`` (our exported Stage 1 file or a Trainer checkpoint); ``random_init`` skips both.
     sam3:  full size from sam3.model_builder, weights from ``checkpoint`` (path or 'facebook/sam3').
     ``train`` attaches the matcher and leaves train mode; otherwise eval mode. ``model.resolution_px``
-    records the input size the model expects. ``random_init`` builds the sam3 profile without weights
-    (benchmarks only).
+    records the input size the model expects. ``random_init`` builds either profile without weights
+    (pretraining and benchmarks).
     """
     sam3_compat.apply()
     if profile not in PROFILES:
@@ -147,6 +157,8 @@ def build_image_model(
             raise UserError(str(err), "params.yaml", "train_stage1.resolution") from None
         if checkpoint is not None:
             load_weights_strict(model, load_state_dict_file(checkpoint), checkpoint)
+        elif not random_init and not pretrained.use_random_init():
+            load_tiny_pretrained_(model)
         resolution = cfg.resolution
     else:
         if resolution not in (None, SAM3_RESOLUTION):

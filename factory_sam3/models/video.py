@@ -398,14 +398,31 @@ def split_stage1_state(state: dict) -> tuple[dict, dict]:
     return detector, tracker
 
 
-def init_from_checkpoints(model: Sam3VideoModel, stage1: str | os.PathLike | None, base_checkpoint: Optional[str] = None) -> dict:
-    """Initialise the detector (and image trunk) from the Stage 1 export and the tracker from the base SAM3
-    checkpoint (``sam3``) or leave it random (``tiny``). Missing detector keys are an error, except the tracker
-    neck ``sam2_convs`` (Stage 1 trains an image model without it): it comes from the base checkpoint or, failing
-    that, is a copy of the trained detector neck. Returns a report of what came from where."""
+def starting_checkpoint(model: Sam3VideoModel, params: dict):
+    """The profile's starting weights for ``init_from_checkpoints``: the released SAM3 checkpoint
+    (``model.checkpoint``) for ``sam3``, the shipped pretrained file for ``tiny`` (None when the tiny model is
+    asked to start from random weights, see ``models.pretrained``)."""
+    from factory_sam3.models import pretrained
+
+    if model.profile == "sam3":
+        return params.get("checkpoint")
+    return None if pretrained.use_random_init() else pretrained.tiny_weights_path()
+
+
+def init_from_checkpoints(model: Sam3VideoModel, stage1: str | os.PathLike | None, base_checkpoint=None) -> dict:
+    """Initialise the detector (and image trunk) from the Stage 1 export and the tracker from the profile's
+    starting weights (``starting_checkpoint``: the released SAM3 checkpoint, or the tiny pretrained file).
+    Missing detector keys are an error, except the tracker neck ``sam2_convs`` (Stage 1 trains an image model
+    without it): it comes from the base checkpoint or, failing that, is a copy of the trained detector neck.
+    Returns a report of what came from where."""
     report = {"detector_from_stage1": 0, "tracker_from": "random", "sam2_convs_from": "random"}
     base_det, base_trk = {}, {}
-    if base_checkpoint:
+    if base_checkpoint and model.profile == "tiny":
+        from factory_sam3.models import pretrained
+
+        base_det, base_trk = split_stage1_state(pretrained.tiny_state(base_checkpoint))
+        report["tracker_from"] = str(base_checkpoint)
+    elif base_checkpoint:
         from factory_sam3.models.build import resolve_checkpoint
 
         base_checkpoint = resolve_checkpoint(base_checkpoint)  # local path, or the gated hub id (HF_TOKEN)
@@ -443,7 +460,11 @@ def init_from_checkpoints(model: Sam3VideoModel, stage1: str | os.PathLike | Non
     report["detector_from_stage1"] = len(det_state)
     tracker_state = {**base_trk, **trk_state}
     if tracker_state:
-        result = model.tracker.load_state_dict(tracker_state, strict=False)
+        try:
+            result = model.tracker.load_state_dict(tracker_state, strict=False)
+        except RuntimeError as err:  # shape mismatch: weights made for other dimensions
+            raise UserError(f"tracker weights do not fit the {model.profile} tracker ({str(err).splitlines()[-1].strip()})",
+                            base_checkpoint or stage1) from None
         if result.missing_keys:
             raise UserError(f"tracker weights lack {len(result.missing_keys)} keys (e.g. {result.missing_keys[0]})",
                             base_checkpoint or stage1)

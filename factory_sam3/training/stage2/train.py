@@ -360,7 +360,7 @@ def prepare_model(ctx: Context) -> tuple[video_models.Sam3VideoModel, dict]:
                         "(the image trunk comes from Stage 1): set it to null or retrain Stage 1", "params.yaml")
     resolution = resolution or settings.resolution
     model = video_models.build_video_model(profile, seed=settings.seed, resolution=resolution)
-    base = params.get("checkpoint") if profile == "sam3" else None
+    base = video_models.starting_checkpoint(model, params)
     report = video_models.init_from_checkpoints(model, ctx.stage1_dir, base)
     counts = apply_freeze(model, settings.freeze, settings.train)
     report.update(counts)

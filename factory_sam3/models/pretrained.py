@@ -1,0 +1,84 @@
+"""The profiles' starting weights: what Stage 1 and Stage 2 fine-tune and what `evaluate` calls `baseline`.
+
+``sam3``: the released SAM3 checkpoint (``model.checkpoint``: a local .pt or the gated hub id, HF_TOKEN).
+``tiny``: ``models/pretrained/tiny_sam3.pt``, made by our own pretraining pipeline (``pretrain/dvc.yaml``, see
+the README) and committed to git: a full SAM3 video-model state dict (``detector.*`` + ``tracker.*``, the
+layout of the released checkpoint) in float16, beside ``tiny_sam3.json`` (the tiny dimensions it was made
+with and the pretraining gate's report). A fresh clone uses it as is; nothing is downloaded.
+
+    from factory_sam3.models.pretrained import tiny_state, TINY_WEIGHTS
+    state = tiny_state()          # float32 tensors, 'detector.*' + 'tracker.*'
+
+A missing, truncated or mismatched file is one ``UserError`` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from factory_sam3.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY_WEIGHTS = REPO_ROOT / "models" / "pretrained" / "tiny_sam3.pt"
+TINY_INFO = TINY_WEIGHTS.with_suffix(".json")
+# tests and benchmarks that need the untrained model (e.g. to measure what pretraining adds) set this
+RANDOM_INIT_ENV = "FACTORY_SAM3_TINY_RANDOM_INIT"
+
+_CACHE: dict[tuple, dict] = {}
+
+
+def tiny_weights_path() -> Path:
+    return Path(os.environ.get("FACTORY_SAM3_TINY_WEIGHTS", TINY_WEIGHTS))
+
+
+def use_random_init() -> bool:
+    return os.environ.get(RANDOM_INIT_ENV, "") not in ("", "0", "false")
+
+
+def tiny_info(path: Path | None = None) -> dict:
+    path = Path(path or tiny_weights_path()).with_suffix(".json")
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"invalid JSON ({err.msg} at line {err.lineno})", path) from None
+
+
+def tiny_state(path: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
+    """The tiny starting weights as float32 (cached per file and modification time)."""
+    path = Path(path or tiny_weights_path())
+    if not path.is_file():
+        raise UserError("the tiny profile's pretrained starting weights are missing (they ship with the "
+                        "repository; restore them with `git checkout -- models/pretrained` or remake them with "
+                        "`make pretrain`)", path)
+    key = (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size)
+    if key not in _CACHE:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or corrupt file
+            raise UserError(f"cannot read the tiny starting weights ({type(err).__name__}: {err}); the file is "
+                            "truncated or not a PyTorch state dict: restore it with `git checkout -- "
+                            "models/pretrained`", path) from None
+        if not isinstance(state, dict) or not any(k.startswith("tracker.") for k in state) \
+                or not any(k.startswith("detector.") for k in state):
+            raise UserError("not a SAM3 video-model state dict (expected 'detector.*' and 'tracker.*' keys)", path)
+        _CACHE.clear()
+        _CACHE[key] = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    return _CACHE[key]
+
+
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
+    """Strictly load the ``prefix``-ed part of ``state`` into ``module``; a mismatch names the file."""
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(part, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        detail = " ".join(line.strip() for line in str(err).splitlines()[1:3])
+        raise UserError(f"the tiny starting weights do not fit the tiny model ({first} {detail[:300]}); they were "
+                        "made for other tiny dimensions: remake them with `make pretrain`", source) from None

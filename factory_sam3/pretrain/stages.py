@@ -1,0 +1,158 @@
+"""The pretraining pipeline's stages (pretrain/dvc.yaml), run from the ``pretrain/`` folder.
+
+    generic_data -> detector -> tracker -> gate
+
+It is a DVC pipeline of its own: the main ``dvc repro`` (dvc.yaml at the root) never starts it, and nothing of
+the main pipeline is among its dependencies' outputs, so a change there never retrains it. ``make pretrain``
+runs it and copies the gated weights to ``models/pretrained/`` (the file in git the main pipeline reads);
+``pretrain/dvc.lock`` pins their md5 (a test checks the shipped file against it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from factory_sam3.atomic import atomic_dir, atomic_file, write_json
+from factory_sam3.errors import UserError
+from factory_sam3.models.pretrained import RANDOM_INIT_ENV, REPO_ROOT
+from factory_sam3.params import load_params
+
+PRETRAIN = REPO_ROOT / "pretrain"
+PARAMS = PRETRAIN / "params.yaml"
+DATA = PRETRAIN / "data" / "generic_coco"
+OUT = PRETRAIN / "out"
+METRICS = PRETRAIN / "metrics"
+PLOTS = PRETRAIN / "plots"
+RUNS = REPO_ROOT / "runs"
+DETECTOR_OUT = OUT / "detector"
+TRACKER_OUT = OUT / "tracker"
+WEIGHTS_OUT = OUT / "tiny_sam3.pt"
+INFO_OUT = OUT / "tiny_sam3.json"
+EXPERIMENT = "factory-sam3-pretrain"
+
+
+def _section(params: dict, name: str) -> dict:
+    value = params.get(name)
+    if not isinstance(value, dict):
+        raise UserError(f"missing section '{name}'", PARAMS)
+    return value
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with atomic_file(path, "w") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([row.get(c) for c in columns])
+
+
+def generic_data(params_path: Path = PARAMS) -> None:
+    from factory_sam3.pretrain.detector import write_generic_coco
+
+    params = load_params(params_path)
+    data = _section(params, "data")
+    start = time.monotonic()
+    write_generic_coco(DATA, int(params.get("seed", 0)), int(data["train_images"]), int(data["eval_images"]),
+                       float(data.get("negative_prob", 0.1)))
+    print(f"pretrain generic_data: {data['train_images']} train + {data['eval_images']} valid + "
+          f"{data['eval_images']} test images in {time.monotonic() - start:.0f} s -> {DATA}")
+
+
+def detector(params_path: Path = PARAMS) -> None:
+    """sam3's Trainer (the Stage 1 launcher and configs) on the generic concepts, from random weights."""
+    os.environ[RANDOM_INIT_ENV] = "1"  # the tiny profile would otherwise start from the weights this makes
+    from factory_sam3.training.stage1 import export, train
+    from factory_sam3.training.stage1_config import Stage1Settings
+    from factory_sam3.training.stage1_stage import loss_summary
+
+    params = load_params(params_path)
+    section = dict(_section(params, "detector"))
+    settings = Stage1Settings(profile="tiny", data_root=str(DATA), **section)
+    settings.check(params_path)
+    result = train(settings, runs_dir=RUNS / "pretrain_detector")
+    export(result, DETECTOR_OUT)
+    metrics = {"steps": result.steps, "epochs": result.epochs, "seconds": round(result.seconds, 1),
+               "val_history": result.val_history, **{k: round(v, 4) for k, v in loss_summary(result.step_rows).items()}}
+    write_json(METRICS / "detector.json", metrics)
+    _write_csv(PLOTS / "detector_loss.csv", [{"step": int(r["step"]), "loss": r["loss"]} for r in result.step_rows],
+               ["step", "loss"])
+    _log("pretrain_detector", {"detector": section}, metrics, result.step_rows)
+    print(f"pretrain detector: {result.steps} steps; validation {result.val_history[-1] if result.val_history else {}}")
+
+
+def tracker(params_path: Path = PARAMS) -> None:
+    import hashlib
+
+    import torch
+
+    from factory_sam3.models.video import STAGE2_CONFIG, export_state_dict
+    from factory_sam3.pretrain.tracker import TrackerSettings, train
+
+    params = load_params(params_path)
+    settings = TrackerSettings.from_params(_section(params, "tracker"), str(params_path))
+    detector_md5 = hashlib.md5((DETECTOR_OUT / "model.pt").read_bytes()).hexdigest()
+    run_dir = RUNS / "pretrain_tracker" / settings.key(detector_md5)
+    from factory_sam3.tracking import stage_run
+
+    with stage_run("pretrain_tracker", params={"tracker": vars(settings)}, experiment=EXPERIMENT,
+                   tags={"profile": "tiny", "run_dir": str(run_dir)}) as run:
+        model, history, evals = train(DETECTOR_OUT, settings, run_dir, log_metrics=lambda m, s: run.log_metrics(
+            {k: v for k, v in m.items() if v is not None}, step=s))
+        with atomic_dir(TRACKER_OUT) as tmp:
+            torch.save(export_state_dict(model), tmp / "model.pt")
+            (tmp / STAGE2_CONFIG).write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
+        metrics = {"steps": settings.steps, "heldout": evals[-1] if evals else None,
+                   "heldout_at_start": evals[0] if evals else None, "evals": evals,
+                   "loss_first25": _mean([r["loss"] for r in history[:25]]),
+                   "loss_last25": _mean([r["loss"] for r in history[-25:]])}
+        write_json(METRICS / "tracker.json", metrics)
+        _write_csv(PLOTS / "tracker_loss.csv", history, ["step", "loss", "focal", "dice", "iou", "object"])
+        run.log_artifact(str(METRICS / "tracker.json"))
+
+
+def gate(params_path: Path = PARAMS) -> int:
+    from factory_sam3.models.build import build_image_model
+    from factory_sam3.models.video import load_stage2
+    from factory_sam3.pretrain.gate import GateSettings, check, detection_report, export_weights, tracking_report
+
+    params = load_params(params_path)
+    section = dict(_section(params, "gate"))
+    settings = GateSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items()})
+    video_model = load_stage2(TRACKER_OUT, profile="tiny")
+    tracking = tracking_report(video_model, settings)
+    os.environ.pop(RANDOM_INIT_ENV, None)
+    image_model = build_image_model("tiny", checkpoint=TRACKER_OUT / "model.pt")
+    detection = detection_report(image_model, DATA / "test", settings.max_images)
+    verdict = check(tracking, detection, settings)
+    report = {**verdict, "tracking": tracking, "detection": detection}
+    write_json(METRICS / "gate.json", report)
+    for path in (WEIGHTS_OUT, INFO_OUT):
+        path.unlink(missing_ok=True)
+    if not verdict["passed"]:
+        print("pretrain gate: FAILED, no weights written:\n  " + "\n  ".join(verdict["failures"]), file=sys.stderr)
+        return 1
+    md5 = export_weights(video_model, WEIGHTS_OUT)
+    write_json(INFO_OUT, {"md5": md5, "config": video_model.config, "gate": report,
+                          "made_by": "make pretrain (pretrain/dvc.yaml)", "dtype": "float16"})
+    print(f"pretrain gate: passed (cross-object IoU {tracking['cross_object_iou']}, J {tracking['J']} vs copy "
+          f"{tracking['copy_J']}, segm AP {detection.get('segm_AP')}); weights -> {WEIGHTS_OUT}")
+    return 0
+
+
+def _mean(values: list[float]) -> Any:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _log(stage: str, params: dict, metrics: dict, rows: list[dict]) -> None:
+    from factory_sam3.tracking import stage_run
+
+    with stage_run(stage, params=params, experiment=EXPERIMENT) as run:
+        for row in rows:
+            run.log_metrics({"train/loss": row["loss"]}, step=int(row["step"]))
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
