@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make repro   create .venv if missing, then run the whole DVC pipeline on the embedded default
 #   make test    create .venv if missing, then run the test suite
+#   make pretrain  remake the tiny profile's starting weights (pretrain/dvc.yaml, ~1 CPU hour) and copy
+#                  them to models/pretrained/ (a fresh clone never needs this: the weights ship in git)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ export DVC_NO_ANALYTICS ?= 1
 # stage commands in dvc.yaml call `python`: make it the venv's
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test test-fast lock mlflow-ui dag clean-runs
+.PHONY: setup repro test test-fast lock mlflow-ui dag clean-runs pretrain
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,10 @@ setup: $(BIN)/.installed
 
 repro: setup
 	$(BIN)/dvc repro
+
+pretrain: setup
+	$(BIN)/dvc repro pretrain/dvc.yaml
+	cp pretrain/out/tiny_sam3.pt pretrain/out/tiny_sam3.json models/pretrained/
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -55,6 +55,7 @@ class TrackerSettings:
     speed: list = field(default_factory=lambda: [0.5, 8.0])  # px per frame at 224 px, drawn per clip
     prompt_probs: dict = field(default_factory=lambda: {"mask": 0.7, "box": 0.15, "points": 0.15})
     locality: float = 3.0            # memory-attention query/key bias at init (0 = upstream's init)
+    trunk_lr_scale: float = 0.0      # image trunk's lr relative to ``lr`` (0 = frozen, as Stage 2 keeps it)
     focal_weight: float = 20.0       # SAM2's
     seed: int = 0
     eval_every: int = 250
@@ -169,8 +170,10 @@ def prepare_model(detector_dir: Path, settings: TrackerSettings):
     model = video_models.build_video_model("tiny", seed=settings.seed)
     video_models.init_from_checkpoints(model, detector_dir, None)
     locality_init_(model.tracker, settings.locality)
+    trunk = "detector.backbone.vision_backbone.trunk."
     for name, param in model.named_parameters():
-        param.requires_grad_(name.startswith("tracker.") or ".sam2_convs." in name)
+        param.requires_grad_(name.startswith("tracker.") or ".sam2_convs." in name
+                             or (settings.trunk_lr_scale > 0 and name.startswith(trunk)))
     return model
 
 
@@ -180,11 +183,20 @@ def train(detector_dir: Path, settings: TrackerSettings, run_dir: Path,
     torch.set_num_threads(max(1, settings.cpu_threads))
     model = prepare_model(detector_dir, settings)
     losses.WEIGHTS["focal"] = float(settings.focal_weight)
-    forward = ClipForward(model, ForwardOptions(prompt_probs=dict(settings.prompt_probs), train_trunk=False))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for p in params if p.ndim > 1], "weight_decay": settings.weight_decay},
-         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=settings.lr)
+    train_trunk = settings.trunk_lr_scale > 0
+    forward = ClipForward(model, ForwardOptions(prompt_probs=dict(settings.prompt_probs), train_trunk=train_trunk))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    groups = []
+    for is_trunk in (False, True):
+        scale = settings.trunk_lr_scale if is_trunk else 1.0
+        for decay in (True, False):
+            chosen = [p for n, p in named if (n.startswith("detector.") and ".sam2_convs." not in n) == is_trunk
+                      and (p.ndim > 1) == decay]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": settings.weight_decay if decay else 0.0,
+                               "lr": settings.lr * scale})
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings))
     held = heldout_clips(10_000 + settings.seed, settings.eval_clips, settings.eval_frames)
 
@@ -208,7 +220,8 @@ def train(detector_dir: Path, settings: TrackerSettings, run_dir: Path,
         log_metrics({f"heldout_{k}": v for k, v in evals[-1].items() if isinstance(v, float)}, 0)
 
     model.train()
-    model.detector.eval()
+    if not train_trunk:
+        model.detector.eval()
     began = time.monotonic()
     window: list[dict] = []
     for step in range(start, settings.steps):
@@ -240,7 +253,8 @@ def train(detector_dir: Path, settings: TrackerSettings, run_dir: Path,
         if settings.eval_every and (done % settings.eval_every == 0 or done == settings.steps):
             evals.append({"step": done, **evaluate_tracking(model, held)})
             model.train()
-            model.detector.eval()
+            if not train_trunk:
+                model.detector.eval()
             log_metrics({f"heldout_{k}": v for k, v in evals[-1].items() if isinstance(v, float)}, done)
             print(f"pretrain tracker: held-out at step {done}: " + json.dumps(evals[-1]), file=sys.stderr, flush=True)
         if done % settings.save_every == 0 or done == settings.steps:
