@@ -40,11 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     metrics_file = layout.METRICS / f"{STAGE}.json"
     plot_file = layout.PLOTS / f"{STAGE}_loss.csv"
     with stage_run(STAGE, params={STAGE: params, "model": model_params}) as tracked:
-        metrics = run(settings, model_params, metrics_file=metrics_file, plot_file=plot_file)
-        with plot_file.open() as handle:
-            for row in csv.DictReader(handle):
-                step = int(row.pop("step"))
-                tracked.log_metrics({k: float(v) for k, v in row.items()}, step=step)
+        def live(row: dict) -> None:  # as it trains: a collapse (cross-object IoU near 1) shows while it happens
+            tracked.log_metrics({k: v for k, v in row.items() if k != "step" and v == v}, step=int(row["step"]))
+
+        metrics = run(settings, model_params, metrics_file=metrics_file, plot_file=plot_file, on_log=live)
+        if settings.num_gpus > 1:  # DDP workers cannot log live: the per-step rows from the plot file
+            with plot_file.open() as handle:
+                for row in csv.DictReader(handle):
+                    step = int(row.pop("step"))
+                    tracked.log_metrics({k: float(v) for k, v in row.items() if v not in ("", "nan")}, step=step)
         flat = {f"final_{k}": v for k, v in metrics["final"].items()}
         if metrics.get("heldout"):
             flat.update({f"heldout_{k}": v for k, v in metrics["heldout"].items() if isinstance(v, (int, float))})

@@ -53,7 +53,7 @@ class TrackerSettings:
     frames: int = 4                  # frames per training clip
     max_objects: int = 6             # objects prompted per clip (all visible ones up to this)
     speed: list = field(default_factory=lambda: [0.5, 8.0])  # px per frame at 224 px, drawn per clip
-    prompt_probs: dict = field(default_factory=lambda: {"mask": 0.7, "box": 0.15, "points": 0.15})
+    prompt_probs: dict = field(default_factory=lambda: {"mask": 1.0})
     locality: float = 3.0            # memory-attention query/key bias at init (0 = upstream's init)
     trunk_lr_scale: float = 0.0      # image trunk's lr relative to ``lr`` (0 = frozen, as Stage 2 keeps it)
     focal_weight: float = 20.0       # SAM2's

@@ -120,4 +120,22 @@ class ClipForward(nn.Module):
         num_objects = losses.num_objects_across_ranks(B, batch.masks.device)
         result = losses.clip_losses(outputs, batch.masks, batch.present, batch.supervised, num_objects)
         result["prompt"] = prompt
+        result["cross_object_iou"] = cross_object_iou(outputs, cond)
         return result
+
+
+@torch.no_grad()
+def cross_object_iou(outputs: dict, cond: dict) -> float:
+    """Mean IoU between the masks predicted for different objects of a clip on its propagated frames (NaN with one
+    object): near 1 means the tracker ignores its prompt and segments the same region for every object."""
+    scores = []
+    for t, out in outputs.items():
+        if t in cond or out.masks.shape[0] < 2:
+            continue
+        pred = (out.masks[:, 0] > 0).flatten(1)
+        inter = (pred[:, None] & pred[None]).sum(-1).float()
+        union = (pred[:, None] | pred[None]).sum(-1).float()
+        i, j = torch.triu_indices(pred.shape[0], pred.shape[0], offset=1)
+        keep = union[i, j] > 0
+        scores.extend((inter[i, j][keep] / union[i, j][keep]).tolist())
+    return float(np.mean(scores)) if scores else float("nan")

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -312,6 +312,7 @@ class Context:
     device: str
     rank: int = 0
     world_size: int = 1
+    on_log: Optional[Callable[[dict], None]] = None  # rank 0, single process: live metrics (MLflow)
 
 
 def _seed_torch(*parts: int) -> None:
@@ -319,7 +320,20 @@ def _seed_torch(*parts: int) -> None:
 
 
 def _mean_dict(rows: list[dict]) -> dict:
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    return {k: (float(np.nanmean(vals)) if not np.all(np.isnan(vals)) else float("nan"))
+            for k in rows[0] for vals in [np.array([r[k] for r in rows], dtype=float)]}
+
+
+COLLAPSE_IOU = 0.9  # training clips' cross-object IoU above this at the end: the tracker ignores its prompt
+
+
+def collapse_warning(history: list[dict], window: int = 20) -> Optional[str]:
+    values = [r["cross_object_iou"] for r in history[-window:] if not np.isnan(r.get("cross_object_iou", np.nan))]
+    if values and float(np.mean(values)) > COLLAPSE_IOU:
+        return (f"warning: {STAGE}: cross-object IoU on the last training clips is {np.mean(values):.2f} (> "
+                f"{COLLAPSE_IOU}): the tracker predicts the same mask whatever its prompt; lower "
+                "train_stage2.lr_scale or check the starting weights")
+    return None
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, history: list, key: str) -> None:
@@ -449,7 +463,8 @@ def _train(ctx: Context) -> Optional[dict]:
                 with amp if amp is not None else _null():
                     out = module(batch, rng)
                 (out["loss"] / settings.grad_accum).backward()
-            rows.append({k: float(out[k].detach()) for k in LOSS_COLUMNS})
+            rows.append({**{k: float(out[k].detach()) for k in LOSS_COLUMNS},
+                         "cross_object_iou": out["cross_object_iou"]})
         if settings.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
         optimizer.step()
@@ -458,6 +473,9 @@ def _train(ctx: Context) -> Optional[dict]:
         history.append(row)
         done = step + 1
         if is_main and (done % settings.log_freq == 0 or done == settings.steps):
+            if ctx.on_log is not None:
+                window = history[-settings.log_freq:]
+                ctx.on_log({"step": done, **_mean_dict([{k: v for k, v in r.items() if k != "step"} for r in window])})
             elapsed = time.monotonic() - loop_start
             rate = elapsed / max(1, done - start_step)
             eta = rate * (settings.steps - done)
@@ -467,6 +485,9 @@ def _train(ctx: Context) -> Optional[dict]:
             save_checkpoint(ckpt_path, model, optimizer, scheduler, done, history, key)
     if not is_main:
         return None
+    warning = collapse_warning(history)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     train_seconds = time.monotonic() - loop_start
     after = heldout_iou(model, heldout, settings.eval_frames) if heldout else None
     seconds = time.monotonic() - started
@@ -484,6 +505,9 @@ def _train(ctx: Context) -> Optional[dict]:
         "loss_first10": float(np.mean(losses_seq[:k])) if k else None,
         "loss_last10": float(np.mean(losses_seq[-k:])) if k else None,
         "final": {c: float(np.mean([r[c] for r in history[-k:]])) for c in LOSS_COLUMNS} if k else {},
+        "train_cross_object_iou_last20": _none_if_nan(_mean_dict([{"v": r.get("cross_object_iou", float("nan"))}
+                                                                  for r in history[-20:]])["v"]) if history else None,
+        "collapse_warning": warning,
         "heldout": None if after is None else {
             **after, "iou_before_training": None if before is None else before["iou"],
         },
@@ -519,7 +543,7 @@ def _spawn_entry(rank: int, ctx: Context, port: int) -> None:
 def run(settings: Stage2Settings, model_params: dict, data_dir: Path = layout.YTVIS,
         stage1_dir: Path = layout.MODELS / "stage1", out_dir: Path = layout.MODELS / "stage2",
         runs_dir: Path = RUNS_DIR, metrics_file: Path = layout.METRICS / f"{STAGE}.json",
-        plot_file: Path = layout.PLOTS / f"{STAGE}_loss.csv") -> dict:
+        plot_file: Path = layout.PLOTS / f"{STAGE}_loss.csv", on_log: Optional[Callable[[dict], None]] = None) -> dict:
     """Train, export ``out_dir``, write the metrics and plot files; returns the metrics."""
     device = resolve_device(model_params.get("device", "auto"))
     if device == "cuda" and settings.num_gpus > torch.cuda.device_count():
@@ -529,6 +553,7 @@ def run(settings: Stage2Settings, model_params: dict, data_dir: Path = layout.YT
     ctx = Context(settings, dict(model_params), Path(data_dir), Path(stage1_dir), Path(out_dir), Path(runs_dir),
                   device, world_size=settings.num_gpus)
     ctx.metrics_file, ctx.plot_file = Path(metrics_file), Path(plot_file)
+    ctx.on_log = on_log if settings.num_gpus == 1 else None
     if settings.num_gpus > 1:
         import torch.multiprocessing as mp
 
@@ -544,7 +569,7 @@ def write_outputs(result: dict, ctx: Context) -> None:
     with atomic_dir(ctx.out_dir) as tmp:
         video_models.save_stage2(model, tmp, extra={"stage2": {"steps": metrics["steps"], "run_key": result["run_key"]}})
     write_json(ctx.metrics_file, metrics)
-    columns = ["step", *LOSS_COLUMNS, "lr"]
+    columns = ["step", *LOSS_COLUMNS, "cross_object_iou", "lr"]
     with atomic_file(ctx.plot_file) as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
