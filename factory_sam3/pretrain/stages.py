@@ -1,6 +1,10 @@
 """The pretraining pipeline's stages (pretrain/dvc.yaml), run from the ``pretrain/`` folder.
 
-    generic_data -> detector -> tracker -> gate
+    generic_data -> tracker -> detector -> gate
+
+The tracker (with the image trunk) learns first, from random weights, on generic clips; the detector's heads then
+learn the generic concepts by name with sam3's Trainer on that trunk, frozen, so the tracker stays valid; the gate
+measures the assembled model.
 
 It is a DVC pipeline of its own: the main ``dvc repro`` (dvc.yaml at the root) never starts it, and nothing of
 the main pipeline is among its dependencies' outputs, so a change there never retrains it. ``make pretrain``
@@ -12,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 
 from factory_sam3.atomic import atomic_dir, atomic_file, write_json
 from factory_sam3.errors import UserError
-from factory_sam3.models.pretrained import RANDOM_INIT_ENV, REPO_ROOT
+from factory_sam3.models.pretrained import REPO_ROOT
 from factory_sam3.params import load_params
 
 PRETRAIN = REPO_ROOT / "pretrain"
@@ -65,15 +68,15 @@ def generic_data(params_path: Path = PARAMS) -> None:
 
 
 def detector(params_path: Path = PARAMS) -> None:
-    """sam3's Trainer (the Stage 1 launcher and configs) on the generic concepts, from random weights."""
-    os.environ[RANDOM_INIT_ENV] = "1"  # the tiny profile would otherwise start from the weights this makes
+    """sam3's Trainer (the Stage 1 launcher and configs) on the generic concepts, starting from the tracker stage's
+    model (its trunk frozen: ``detector.freeze``)."""
     from factory_sam3.training.stage1 import export, train
     from factory_sam3.training.stage1_config import Stage1Settings
     from factory_sam3.training.stage1_stage import loss_summary
 
     params = load_params(params_path)
     section = dict(_section(params, "detector"))
-    settings = Stage1Settings(profile="tiny", data_root=str(DATA), **section)
+    settings = Stage1Settings(profile="tiny", data_root=str(DATA), tiny_init=str(TRACKER_OUT / "model.pt"), **section)
     settings.check(params_path)
     result = train(settings, runs_dir=RUNS / "pretrain_detector")
     export(result, DETECTOR_OUT)
@@ -87,22 +90,18 @@ def detector(params_path: Path = PARAMS) -> None:
 
 
 def tracker(params_path: Path = PARAMS) -> None:
-    import hashlib
-
     import torch
 
     from factory_sam3.models.video import STAGE2_CONFIG, export_state_dict
     from factory_sam3.pretrain.tracker import TrackerSettings, train
+    from factory_sam3.tracking import stage_run
 
     params = load_params(params_path)
     settings = TrackerSettings.from_params(_section(params, "tracker"), str(params_path))
-    detector_md5 = hashlib.md5((DETECTOR_OUT / "model.pt").read_bytes()).hexdigest()
-    run_dir = RUNS / "pretrain_tracker" / settings.key(detector_md5)
-    from factory_sam3.tracking import stage_run
-
+    run_dir = RUNS / "pretrain_tracker" / settings.key()
     with stage_run("pretrain_tracker", params={"tracker": vars(settings)}, experiment=EXPERIMENT,
                    tags={"profile": "tiny", "run_dir": str(run_dir)}) as run:
-        model, history, evals = train(DETECTOR_OUT, settings, run_dir, log_metrics=lambda m, s: run.log_metrics(
+        model, history, evals = train(None, settings, run_dir, log_metrics=lambda m, s: run.log_metrics(
             {k: v for k, v in m.items() if v is not None}, step=s))
         with atomic_dir(TRACKER_OUT) as tmp:
             torch.save(export_state_dict(model), tmp / "model.pt")
@@ -118,16 +117,19 @@ def tracker(params_path: Path = PARAMS) -> None:
 
 def gate(params_path: Path = PARAMS) -> int:
     from factory_sam3.models.build import build_image_model
-    from factory_sam3.models.video import load_stage2
+    from factory_sam3.models.video import build_video_model, init_from_checkpoints
     from factory_sam3.pretrain.gate import GateSettings, check, detection_report, export_weights, tracking_report
 
     params = load_params(params_path)
     section = dict(_section(params, "gate"))
     settings = GateSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items()})
-    video_model = load_stage2(TRACKER_OUT, profile="tiny")
+    # the assembled model: detector heads from the detector stage, trunk (frozen there) and tracker from the tracker
+    # stage -- exactly how Stage 2 assembles a Stage 1 export with its starting tracker
+    video_model = build_video_model("tiny", seed=None)
+    init_from_checkpoints(video_model, DETECTOR_OUT, TRACKER_OUT / "model.pt")
+    video_model.eval()
     tracking = tracking_report(video_model, settings)
-    os.environ.pop(RANDOM_INIT_ENV, None)
-    image_model = build_image_model("tiny", checkpoint=TRACKER_OUT / "model.pt")
+    image_model = build_image_model("tiny", checkpoint=DETECTOR_OUT / "model.pt")
     detection = detection_report(image_model, DATA / "test", settings.max_images)
     verdict = check(tracking, detection, settings)
     report = {**verdict, "tracking": tracking, "detection": detection}

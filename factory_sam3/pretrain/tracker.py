@@ -1,11 +1,11 @@
 """Tracker pretraining on generic clips: SAM3's tracker learns to follow its prompt with memory.
 
-The same forward and losses as Stage 2 (``training.stage2.forward.ClipForward``: SAM2's recipe, focal 20 /
-dice 1 / IoU 1 / object score 1), on clips drawn from ``pretrain.generic``, with the image trunk that detector
-pretraining made kept frozen (as Stage 2 and SAM3 keep it): every object visible on a clip's first frame is
-prompted there (its ground-truth mask, or points / a noisy box through the SAM heads) and tracked through the
-clip. All objects of a clip are one batch, so look-alikes are prompted side by side and a prompt-independent
-mask scores badly for every one of them.
+The same forward and losses as Stage 2 (``training.stage2.forward.ClipForward``, SAM2's recipe: focal 20 /
+dice 1 / IoU 1 / object score 1), on clips drawn from ``pretrain.generic``, from random weights, the image trunk
+training with the tracker (as SAM 2 trains its image encoder with its memory modules; the detector heads are then
+trained on this trunk, frozen, so the tracker stays valid): every object visible on a clip's first frame is
+prompted there with its ground-truth mask and tracked through the clip. All objects of a clip are one
+batch, so look-alikes are prompted side by side and a prompt-independent mask scores badly for all of them.
 
 ``locality_init_`` is what makes this learnable in CPU minutes (measured in benchmarks/RESULTS.md): the memory
 attention's query and key biases start equal and large, so under RoPE every query attends to the memory at its
@@ -55,7 +55,7 @@ class TrackerSettings:
     speed: list = field(default_factory=lambda: [0.5, 8.0])  # px per frame at 224 px, drawn per clip
     prompt_probs: dict = field(default_factory=lambda: {"mask": 1.0})
     locality: float = 3.0            # memory-attention query/key bias at init (0 = upstream's init)
-    trunk_lr_scale: float = 0.0      # image trunk's lr relative to ``lr`` (0 = frozen, as Stage 2 keeps it)
+    trunk_lr_scale: float = 1.0      # image trunk's lr relative to ``lr`` (0 = frozen, as Stage 2 keeps it)
     focal_weight: float = 20.0       # SAM2's
     seed: int = 0
     eval_every: int = 250
@@ -77,7 +77,7 @@ class TrackerSettings:
                             params_file)
         return settings
 
-    def key(self, detector_md5: str) -> str:
+    def key(self, detector_md5: str = "random") -> str:
         payload = {k: v for k, v in asdict(self).items() if k not in ("eval_every", "log_every", "save_every",
                                                                       "cpu_threads", "eval_clips")}
         payload["detector"] = detector_md5
@@ -164,11 +164,12 @@ def _lr_factor(step: int, settings: TrackerSettings) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def prepare_model(detector_dir: Path, settings: TrackerSettings):
-    """The tiny video model: detector (and trunk) from detector pretraining, tracker neck a copy of the detector
-    neck, tracker random with the locality prior; everything but the tracker and its neck frozen."""
+def prepare_model(detector_dir: Optional[Path], settings: TrackerSettings):
+    """The tiny video model with the locality prior in its tracker; the detector (and trunk) random, or from
+    ``detector_dir`` (a Stage 1 export). What trains: the tracker, its neck and (``trunk_lr_scale`` > 0) the trunk."""
     model = video_models.build_video_model("tiny", seed=settings.seed)
-    video_models.init_from_checkpoints(model, detector_dir, None)
+    if detector_dir is not None:
+        video_models.init_from_checkpoints(model, detector_dir, None)
     locality_init_(model.tracker, settings.locality)
     trunk = "detector.backbone.vision_backbone.trunk."
     for name, param in model.named_parameters():
@@ -177,7 +178,7 @@ def prepare_model(detector_dir: Path, settings: TrackerSettings):
     return model
 
 
-def train(detector_dir: Path, settings: TrackerSettings, run_dir: Path,
+def train(detector_dir: Optional[Path], settings: TrackerSettings, run_dir: Path,
           log_metrics: Callable[[dict, int], None] = lambda m, s: None) -> tuple:
     """Train (or resume) and return ``(model, history, evals)``."""
     torch.set_num_threads(max(1, settings.cpu_threads))

@@ -194,6 +194,8 @@ def prepare(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int
         path = resolve_checkpoint(settings.checkpoint)
         load_state_dict_file(path)  # unreadable files fail now, not after minutes of setup
         checkpoint = str(path.resolve())
+    elif settings.tiny_init:
+        checkpoint = str(Path(settings.tiny_init).resolve())
     cfg = compose(settings, device, world_size, checkpoint=checkpoint)
     run_dir = run_dir_for(cfg, settings, runs_dir)
     from omegaconf import open_dict

@@ -61,6 +61,7 @@ class Stage1Settings:
     timeout_hour: int = 72
     cpus_per_task: int = 4
     mem_gb: int | None = None
+    tiny_init: str | None = None  # tiny only: start from this checkpoint instead of the shipped weights (pretraining)
     data_root: str = str(layout.COCO)
     train_split: str = "train"
     val_split: str = "valid"
