@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -31,12 +32,32 @@ RANDOM_INIT_ENV = "FACTORY_SAM3_TINY_RANDOM_INIT"
 _CACHE: dict[tuple, dict] = {}
 
 
+WEIGHTS_ENV = "FACTORY_SAM3_TINY_WEIGHTS"  # another weights file (tests, experiments)
+_WARNED: list[bool] = []
+
+
 def tiny_weights_path() -> Path:
-    return Path(os.environ.get("FACTORY_SAM3_TINY_WEIGHTS", TINY_WEIGHTS))
+    return Path(os.environ.get(WEIGHTS_ENV, TINY_WEIGHTS))
+
+
+def shipped() -> bool:
+    """Whether the repository ships tiny starting weights: ``tiny_sam3.json`` is committed with them (the
+    pretraining gate writes both or neither), so a missing or broken ``.pt`` beside it is an error."""
+    return WEIGHTS_ENV in os.environ or TINY_INFO.is_file() or TINY_WEIGHTS.is_file()
 
 
 def use_random_init() -> bool:
-    return os.environ.get(RANDOM_INIT_ENV, "") not in ("", "0", "false")
+    """True when the tiny profile starts from random weights: asked for (``FACTORY_SAM3_TINY_RANDOM_INIT=1``,
+    pretraining itself), or no weights ship because pretraining has not passed its gate yet (a warning says so)."""
+    if os.environ.get(RANDOM_INIT_ENV, "") not in ("", "0", "false"):
+        return True
+    if shipped():
+        return False
+    if not _WARNED:
+        _WARNED.append(True)
+        print("warning: models/pretrained/tiny_sam3.pt is not in this repository (pretraining has not passed its "
+              "gate, see pretrain/metrics/gate.json): the tiny profile starts from random weights", file=sys.stderr)
+    return True
 
 
 def tiny_info(path: Path | None = None) -> dict:

@@ -61,6 +61,7 @@ class Stage1Settings:
     timeout_hour: int = 72
     cpus_per_task: int = 4
     mem_gb: int | None = None
+    base_lr: dict | None = None   # overrides the profile's base LRs (transformer, vision_backbone, language_backbone)
     tiny_init: str | None = None  # tiny only: start from this checkpoint instead of the shipped weights (pretraining)
     data_root: str = str(layout.COCO)
     train_split: str = "train"
@@ -197,6 +198,8 @@ def compose(settings: Stage1Settings, device: str, world_size: int, run_dir: Pat
 
     register_resolvers()
     overrides = [f"profile={settings.profile}"]
+    for group, value in (settings.base_lr or {}).items():
+        overrides.append(f"profile.base_lr.{group}={float(value)}")
     for key, value in settings.hydra_params.items():
         overrides.append(f"params.{key}={json.dumps(value)}")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="train_stage1"):

@@ -1,0 +1,73 @@
+"""Learning is tested: from the shipped starting weights, a short Stage 2 on a small slice keeps following its
+prompts and beats copying the prompt forward, and a collapse to a prompt-independent mask is reported."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers_stage2 import make_ytvis  # noqa: E402
+
+from factory_sam3.models import pretrained  # noqa: E402
+from factory_sam3.training.stage2.forward import cross_object_iou  # noqa: E402
+from factory_sam3.training.stage2.train import Stage2Settings, collapse_warning, run  # noqa: E402
+
+
+def _stage1_from_pretrained(out: Path) -> Path:
+    """A Stage 1 export holding the shipped detector (what train_stage1 starts from), as train_stage1 writes it."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in pretrained.tiny_state().items()
+             if k.startswith("detector.") and ".sam2_convs." not in k}
+    torch.save(state, out / "model.pt")
+    (out / "stage1.json").write_text(json.dumps({"profile": "tiny", "resolution": 224}))
+    return out
+
+
+@pytest.mark.skipif(not pretrained.TINY_WEIGHTS.is_file(), reason="no tiny starting weights ship yet")
+def test_stage2_from_the_pretrained_tracker_keeps_following_its_prompts(tmp_path):
+    data = tmp_path / "ytvis"
+    make_ytvis(data, "train", videos=2, frames=8, objects=3, seed=0)
+    make_ytvis(data, "valid", videos=2, frames=8, objects=3, seed=1)
+    settings = Stage2Settings(steps=12, grad_accum=1, frames_per_clip=4, warmup_steps=2, save_freq=100,
+                              eval_frames=8, log_freq=4)
+    rows = []
+    metrics = run(settings, {"profile": "tiny", "device": "cpu"}, data_dir=data,
+                  stage1_dir=_stage1_from_pretrained(tmp_path / "stage1"), out_dir=tmp_path / "stage2",
+                  runs_dir=tmp_path / "runs", metrics_file=tmp_path / "m.json", plot_file=tmp_path / "p.csv",
+                  on_log=rows.append)
+    held = metrics["heldout"]
+    assert metrics["init"]["tracker_from"].endswith("tiny_sam3.pt")
+    assert held["cross_object_iou"] is not None and held["cross_object_iou"] <= 0.3, held
+    assert held["iou"] > held["copy_iou"], held
+    # the training clips' cross-object IoU reached MLflow's callback as it trained
+    assert [r["step"] for r in rows] == [4, 8, 12] and all("cross_object_iou" in r for r in rows)
+    assert metrics["collapse_warning"] is None
+
+
+def test_a_collapse_is_reported():
+    flat = [{"cross_object_iou": 0.97}] * 20
+    assert "ignores" in collapse_warning(flat) or "whatever its prompt" in collapse_warning(flat)
+    assert collapse_warning([{"cross_object_iou": 0.05}] * 20) is None
+    assert collapse_warning([{"cross_object_iou": float("nan")}] * 20) is None
+
+
+def test_cross_object_iou_of_a_clip_tells_same_from_different_masks():
+    class Out:
+        def __init__(self, masks):
+            self.masks = masks
+
+    same = torch.zeros(2, 1, 8, 8)
+    same[:, :, 2:5, 2:5] = 5.0
+    different = torch.full((2, 1, 8, 8), -5.0)
+    different[0, :, 0:3, 0:3] = 5.0
+    different[1, :, 5:8, 5:8] = 5.0
+    assert cross_object_iou({0: Out(same), 1: Out(same)}, cond={0: None}) == 1.0
+    assert cross_object_iou({0: Out(same), 1: Out(different)}, cond={0: None}) == 0.0
+    assert np.isnan(cross_object_iou({0: Out(same[:1]), 1: Out(same[:1])}, cond={0: None}))
