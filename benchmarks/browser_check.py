@@ -166,22 +166,26 @@ def check_mlflow(root: Path, out: Path) -> dict:
             raise SystemExit("no run with step metrics in the store: run the pipeline first, or pass --demo")
         exp_id, run_id = stepped.info.experiment_id, stepped.info.run_id
         picture = next((a for a in _walk_artifacts(client, run_id) if a.endswith(".png")), None)
-        pages = {"runs_list": f"{base}/#/experiments/{exp_id}",
+        pages = {"runs_list": f"{base}/#/experiments/{exp_id}/runs",
                  "step_metrics": f"{base}/#/experiments/{exp_id}/runs/{run_id}/model-metrics"}
         if picture:
             pages["picture"] = f"{base}/#/experiments/{exp_id}/runs/{run_id}/artifacts/{picture}"
         result = {"run_id": run_id, "picture": picture}
         for label, url in pages.items():
-            dom = browse(url, out / f"mlflow_{label}", 20000, isolate=False)
+            dom = browse(url, out / f"mlflow_{label}", 60000, isolate=False)
             result[label] = {"url": url, "plotly_charts": dom.count('class="main-svg"') // 2,
                              "images": dom.count("<img"), "run_name_shown": (stepped.info.run_name or "") in dom,
                              "coloured_pixels": coloured_pixels(out / f"mlflow_{label}.png")}
         result["ok"] = (result["runs_list"]["run_name_shown"] and result["step_metrics"]["plotly_charts"] > 0
                         and (picture is None or result["picture"]["images"] > 0))
         return result
-    finally:
+    finally:  # the UI's job workers (huey) share its process group: stop them all
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
 
 
 def _walk_artifacts(client, run_id: str, path: str | None = None):

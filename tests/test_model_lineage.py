@@ -118,6 +118,9 @@ def test_model_to_run_and_back(tmp_path, server):
                          .read_text())
     assert pointer["md5"] == first_md5 and "dvc artifacts get" in pointer["get"]
 
+    # MLflow 3's UI shows the experiment as training runs (runs table, metric charts), not GenAI traces
+    assert client.get_experiment_by_name("factory-sam3").tags["mlflow.experimentKind"] == "custom_model_development"
+
     # a second training (another seed) is version 2 of the same registered model
     (project / "params.yaml").write_text("train:\n  seed: 2\n")
     second = run([DVC, "repro"], project, env)
