@@ -8,7 +8,7 @@ Headless Chromium (Debian's `chromium` package: `apt-get install chromium`) rend
            the screenshot. As a control, the same plots with DVC's stock CDN template must draw none.
   mlflow   `python -m factory_sam3.tracking ui` (what `make mlflow-ui` runs) on the store, every host
            name except 127.0.0.1 unresolvable; screenshots of the runs list, one run's step-metric
-           charts (plotly SVG) and one of its pictures (artifact viewer <img>).
+           charts (plotly lines drawn) and one of its pictures (artifact viewer <img>).
 
     .venv/bin/python benchmarks/browser_check.py            # the repository's store and plots
     .venv/bin/python benchmarks/browser_check.py --demo     # a scratch project: a tiny logged run
@@ -172,11 +172,13 @@ def check_mlflow(root: Path, out: Path) -> dict:
             pages["picture"] = f"{base}/#/experiments/{exp_id}/runs/{run_id}/artifacts/{picture}"
         result = {"run_id": run_id, "picture": picture}
         for label, url in pages.items():
-            dom = browse(url, out / f"mlflow_{label}", 60000, isolate=False)
-            result[label] = {"url": url, "plotly_charts": dom.count('class="main-svg"') // 2,
+            # the metric charts load plotly lazily: a shorter page budget screenshots the loading spinner
+            dom = browse(url, out / f"mlflow_{label}", 120000, isolate=False)
+            result[label] = {"url": url, "plotly_charts": dom.count("js-plotly-plot"),
+                             "lines_drawn": dom.count('class="js-line"'),
                              "images": dom.count("<img"), "run_name_shown": (stepped.info.run_name or "") in dom,
                              "coloured_pixels": coloured_pixels(out / f"mlflow_{label}.png")}
-        result["ok"] = (result["runs_list"]["run_name_shown"] and result["step_metrics"]["plotly_charts"] > 0
+        result["ok"] = (result["runs_list"]["run_name_shown"] and result["step_metrics"]["lines_drawn"] > 0
                         and (picture is None or result["picture"]["images"] > 0))
         return result
     finally:  # the UI's job workers (huey) share its process group: stop them all
