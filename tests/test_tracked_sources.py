@@ -71,10 +71,14 @@ def test_unversioned_path_warns_tracked_path_does_not(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     assert unversioned_warning(None) is None
+    (tmp_path / "data" / "sources" / "cell3").mkdir(parents=True)
+    (tmp_path / "data" / "sources" / "cell3.zip").write_bytes(b"")
     assert unversioned_warning("data/sources/cell3") is None
     assert unversioned_warning(str(tmp_path / "data" / "sources" / "cell3.zip")) is None
-    local = unversioned_warning("/mnt/plant/cell3")
-    assert "not versioned" in local and "dvc import-url /mnt/plant/cell3 data/sources/cell3" in local
+    (tmp_path / "plant" / "cell3").mkdir(parents=True)
+    local = unversioned_warning("plant/cell3")
+    assert "not versioned" in local and f"dvc import-url {tmp_path / 'plant' / 'cell3'} data/sources/cell3" in local
+    assert unversioned_warning("workspace/project/3") is None, "a Roboflow id is not a folder"
     remote = unversioned_warning("s3://plant/cell3/")
     assert "dvc import-url s3://plant/cell3/ data/sources/cell3" in remote and "endpointurl" in remote
 

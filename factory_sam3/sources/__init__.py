@@ -56,6 +56,8 @@ def unversioned_warning(path: object) -> str | None:
     text = str(path)
     name = Path(text.rstrip("/")).name or "mydata"
     if "://" not in text:
+        if not Path(text).exists():  # e.g. a Roboflow workspace/project/version id; the source explains
+            return None
         resolved = Path(text).resolve()
         if resolved == layout.SOURCES.resolve() or layout.SOURCES.resolve() in resolved.parents:
             return None
