@@ -35,6 +35,8 @@ from pathlib import Path
 
 DATA = Path("data")
 RAW = DATA / "raw"
+# the user's own data, tracked by DVC (`dvc add` / `dvc import-url`); the fetch stage depends on the folder
+SOURCES = DATA / "sources"
 FRAMES = DATA / "frames"
 COCO = DATA / "coco"
 YTVIS = DATA / "ytvis"

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from factory_sam3 import layout
-    from factory_sam3.tracking import stage_run
+    from factory_sam3.tracking import record_model, stage_run
     from factory_sam3.training import require_validated
     from factory_sam3.training.stage2.train import STAGE, Stage2Settings, run
 
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         tracked.log_metrics(flat)
         for path in (metrics_file, plot_file, layout.MODELS / "stage2" / "config.json"):
             tracked.log_artifact(path)
+        record_model(tracked, "stage2-model")  # DVC artifact <-> MLflow run + registry version
     heldout = metrics.get("heldout") or {}
 
     def num(value):

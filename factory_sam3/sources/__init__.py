@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,34 @@ def fetch(params: dict[str, Any], out: str | os.PathLike = layout.RAW) -> dict:
     if source not in SOURCES:
         raise UserError(f"unknown 'fetch.source' {source!r}; use one of {sorted(SOURCES)}", "params.yaml")
     module = importlib.import_module(SOURCES[source])
+    warning = unversioned_warning(params.get("path"))
+    if warning:
+        print(f"warning: fetch: {warning}", file=sys.stderr, flush=True)
     with atomic_dir(Path(out)) as tmp:
         record = module.fetch(params, tmp)
         if not (tmp / "categories.json").exists():
             raise UserError(f"source '{source}' produced no categories.json", out)
         dump_json(tmp / "source.json", record, indent=2)
     return record
+
+
+def unversioned_warning(path: object) -> str | None:
+    """Why ``fetch.path`` is not versioned (None when it is under data/sources/, which fetch depends on)."""
+    if not path:
+        return None
+    text = str(path)
+    name = Path(text.rstrip("/")).name or "mydata"
+    if "://" not in text:
+        if not Path(text).exists():  # e.g. a Roboflow workspace/project/version id; the source explains
+            return None
+        resolved = Path(text).resolve()
+        if resolved == layout.SOURCES.resolve() or layout.SOURCES.resolve() in resolved.parents:
+            return None
+        how = f"`dvc import-url {resolved} {layout.SOURCES}/{name}`"
+    else:
+        how = f"`dvc import-url {text} {layout.SOURCES}/{name}`"
+        if text.startswith("s3://"):
+            how += " (add `--fs-config endpointurl=URL` for MinIO/Ceph)"
+    return (f"'fetch.path' {text} is read as is, not versioned by DVC: `dvc status` will not see it change and "
+            f"dvc.lock does not record which version was used. Track it with {how}, then set fetch.source: "
+            f"folder and fetch.path: {layout.SOURCES}/{name} (README: 'Your own data').")

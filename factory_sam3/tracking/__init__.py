@@ -6,11 +6,13 @@ Use::
     with stage_run("train_stage1", params={"lr_scale": 0.1, ...}) as run:
         run.log_metrics({"loss": 1.2}, step=3)
         run.log_artifact("metrics/train_stage1.json")
+        record_model(run, "stage1-model")   # model lineage: dvc.yaml artifact <-> run <-> registry
 
-Commands: ``python -m factory_sam3.tracking {init,ui,runs,find,sync,where}`` (see ``--help``).
+Commands: ``python -m factory_sam3.tracking {init,ui,runs,find,model,sync,where}`` (see ``--help``).
 """
 
 from factory_sam3.tracking.store import local_store_uri, repo_root, tracking_uri  # sets MLflow env defaults first
 from factory_sam3.tracking.mlflow_run import StageRun, flatten, stage_run
+from factory_sam3.tracking.lineage import record_model
 
-__all__ = ["StageRun", "flatten", "local_store_uri", "repo_root", "stage_run", "tracking_uri"]
+__all__ = ["StageRun", "flatten", "local_store_uri", "record_model", "repo_root", "stage_run", "tracking_uri"]

@@ -5,6 +5,8 @@
   runs   list runs, optionally of one DVC experiment (--exp NAME) or pipeline (--pipeline ID)
   find   the runs that produced a stage's current outputs (also when DVC restored them from its
          run cache, which runs no code and logs nothing): matched by the params_hash tag
+  model  the MLflow run, data version and commit behind a model folder (by its DVC md5), e.g.
+         `model models/stage1`; the registry versions of that model
   sync   copy runs that fell back to the local store (server was down) to MLFLOW_TRACKING_URI
   plot   a PNG of one metric per step across runs (offline picture of a sweep)
   where  print the tracking URI and artifact folder in use
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     runs.add_argument("--pipeline", help="pipeline_id tag")
     find = sub.add_parser("find", help="runs matching a stage's current params + dataset (run-cache restores)")
     find.add_argument("stage")
+    model = sub.add_parser("model", help="the runs and registry versions behind a model folder (DVC md5)")
+    model.add_argument("path", type=Path, help="a model folder, e.g. models/stage1 (or one got with dvc artifacts get)")
     sync = sub.add_parser("sync", help="copy fallback runs to the tracking server")
     sync.add_argument("--to", default=os.environ.get("MLFLOW_TRACKING_URI"),
                       help="server URI (default: MLFLOW_TRACKING_URI)")
@@ -138,6 +142,23 @@ def main(argv: list[str] | None = None) -> int:
         digest = params_hash(args.stage, workdir, dataset_version(dataset_hashes(workdir)))
         print(f"stage {args.stage}: params_hash {digest}")
         _print_runs(_search(f"tags.params_hash = '{digest}' and tags.stage = '{args.stage}'", args.experiment))
+    elif args.command == "model":
+        from factory_sam3.tracking.lineage import describe, dvc_md5, versions_of
+
+        if not args.path.exists():
+            raise UserError("no such model file or folder", args.path)
+        uri = store.tracking_uri()
+        reason = store.probe_server(uri)
+        if reason:
+            raise UserError(f"tracking server unreachable: {reason}", uri)
+        digest = dvc_md5(args.path)
+        print(f"{args.path}: DVC md5 {digest}")
+        versions = versions_of(args.path, uri, digest)
+        if not versions:
+            print(f"no registered model version with dvc_md5 {digest} in {uri}")
+            return 1
+        for version in versions:
+            print(describe(version))
     elif args.command == "plot":
         clauses = [f"tags.stage = '{args.stage}'"] if args.stage else []
         runs = _search(" and ".join(clauses), args.experiment)

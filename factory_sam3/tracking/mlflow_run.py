@@ -61,6 +61,7 @@ class StageRun:
         self._client = None
         self.run_id = ""
         self._param_values: dict[str, str] = {}
+        self.tags: dict[str, str] = {}  # every tag set so far (lineage copies some onto model versions)
         self.set_tags(tags)
 
     # -- public API (stable: stages call these) -------------------------------------------------
@@ -105,8 +106,14 @@ class StageRun:
         from mlflow.entities import RunTag
 
         items = [RunTag(str(k), str(v)[:8000]) for k, v in tags.items()]
+        self.tags.update({item.key: item.value for item in items})
         if items:
             self._call("log_batch", lambda c, r, b=items: c.log_batch(r, tags=b), ("tags", items))
+
+    def call(self, name: str, fn: Callable[[Any, str], None]) -> None:
+        """``fn(client, run_id)`` in the run's store, journaled like the calls above (so it follows the
+        run to the local store on a fallback); errors are warnings. Used for the model registry."""
+        self._call(name, fn, ())
 
     # -- machinery ---------------------------------------------------------------------------------
     def _start(self) -> None:

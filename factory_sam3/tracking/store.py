@@ -98,6 +98,16 @@ def store_lock(root: Path | None = None):
     return FileLock(str(folder / LOCK_NAME), timeout=LOCK_TIMEOUT_S)
 
 
+# MLflow 3's UI opens an experiment without this tag as a GenAI (traces) page; ours are training runs
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def _mark_training_experiment(client, exp) -> None:
+    if exp is not None and not all(exp.tags.get(k) == v for k, v in EXPERIMENT_KIND.items()):
+        for key, value in EXPERIMENT_KIND.items():
+            client.set_experiment_tag(exp.experiment_id, key, value)
+
+
 def open_client(uri: str, experiment: str, root: Path | None = None):
     """Return ``(MlflowClient, experiment_id)``, creating the experiment if needed.
 
@@ -114,17 +124,20 @@ def open_client(uri: str, experiment: str, root: Path | None = None):
             if exp is None:
                 location = local_artifact_root(root) / experiment
                 location.mkdir(parents=True, exist_ok=True)
-                exp_id = client.create_experiment(experiment, artifact_location=location.as_uri())
+                exp_id = client.create_experiment(experiment, artifact_location=location.as_uri(),
+                                                  tags=EXPERIMENT_KIND)
             else:
                 exp_id = exp.experiment_id
+                _mark_training_experiment(client, exp)
         return client, exp_id
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
+        _mark_training_experiment(client, exp)
         return client, exp.experiment_id
     try:
-        return client, client.create_experiment(experiment)
+        return client, client.create_experiment(experiment, tags=EXPERIMENT_KIND)
     except Exception:  # another run created it in the meantime
         exp = client.get_experiment_by_name(experiment)
         if exp is None:

@@ -88,7 +88,7 @@ def metric_name(name: str) -> str:
 def log_mlflow(settings: Stage1Settings, result: Stage1Result, metrics: dict, experiment: str | None) -> None:
     from omegaconf import OmegaConf
 
-    from factory_sam3.tracking import stage_run
+    from factory_sam3.tracking import record_model, stage_run
 
     cfg = result.config
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -108,6 +108,7 @@ def log_mlflow(settings: Stage1Settings, result: Stage1Result, metrics: dict, ex
         run.log_artifact(str(OUT_DIR / EXPORT_CONFIG))
         run.log_artifact(str(METRICS_FILE))
         run.log_artifact(str(PLOT_FILE))
+        record_model(run, "stage1-model")  # DVC artifact <-> MLflow run + registry version
 
 
 def run_stage(params_path: str | os.PathLike = "params.yaml", runs_dir: Path = RUNS_DIR) -> dict[str, Any]:
