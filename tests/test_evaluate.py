@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from factory_sam3.evaluation import metrics
-from factory_sam3.evaluation.runner import (EvalSettings, copy_prompt_tracker, evaluate_images, evaluate_videos,
-                                            evaluate_vis)
+from factory_sam3.evaluation.runner import (EvalSettings, copy_prompt_tracker, empty_tracker, evaluate_images,
+                                            evaluate_videos, evaluate_vis)
 from factory_sam3.evaluation.stage import check_params, run
 from factory_sam3.errors import UserError
 from factory_sam3.formats.rle import mask_to_rle, rle_bbox
@@ -63,11 +63,13 @@ def write_coco(root: Path) -> list[tuple[int, str, np.ndarray]]:
 OBJECT_COLOURS = {1: (255, 0, 0), 2: (0, 255, 0)}
 
 
-def write_ytvis(root: Path, length: int = 6) -> dict[int, list[np.ndarray | None]]:
+def write_ytvis(root: Path, length: int = 6, annotated: list[int] | None = None) -> dict[int, list[np.ndarray | None]]:
     """One video: object 1 moves right all along; object 2 appears at frame 2 and leaves after frame 3
-    (annotated absent, null, on frames 4-5 while object 1 is annotated there)."""
+    (annotated absent, null, on frames 4-5). ``annotated``: the annotated frames (default all, dense);
+    the others get null for every object, as keyframe-only annotation leaves them."""
     split = root / "test"
     (split / "vid").mkdir(parents=True)
+    annotated = list(range(length)) if annotated is None else annotated
     tracks = {1: [box(5, 4 + 5 * t, 20, 20 + 5 * t) for t in range(length)],
               2: [None, None, box(28, 10, 40, 30), box(28, 14, 40, 34), None, None]}
     for t in range(length):
@@ -78,12 +80,12 @@ def write_ytvis(root: Path, length: int = 6) -> dict[int, list[np.ndarray | None
         Image.fromarray(pixels).save(split / "vid" / f"{t:05d}.png")
     annotations = []
     for obj, masks in tracks.items():
-        rles = [None if m is None else mask_to_rle(m) for m in masks]
+        rles = [None if m is None or t not in annotated else mask_to_rle(m) for t, m in enumerate(masks)]
         annotations.append({"id": obj, "video_id": 1, "category_id": obj, "iscrowd": 0, "segmentations": rles,
                             "bboxes": [None if r is None else rle_bbox(r) for r in rles],
-                            "areas": [None if m is None else int(m.sum()) for m in masks]})
+                            "areas": [None if r is None else int(m.sum()) for r, m in zip(rles, masks)]})
     data = {"videos": [{"id": 1, "file_names": [f"vid/{t:05d}.png" for t in range(length)], "length": length,
-                        "width": W, "height": H}],
+                        "width": W, "height": H, "annotated_frames": annotated}],
             "annotations": annotations, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
     (split / "annotations.json").write_text(json.dumps(data))
     return tracks
@@ -159,11 +161,11 @@ def test_videos_perfect_tracker_scores_one(tmp_path):
 def test_videos_copy_prompt_matches_independent_score(tmp_path):
     tracks = write_ytvis(tmp_path / "ytvis")
     m = evaluate_videos(copy_prompt_tracker, tmp_path / "ytvis" / "test", EvalSettings())["metrics"]
-    # object 1: prompted at 0, scored on frames 1..5; object 2: prompted at 2, scored on 3, and on 4-5
-    # where it is absent (null while object 1 is annotated) so the copied mask is a false positive.
+    # DAVIS: frames after the prompt except the last (5). Object 1: prompted at 0, scored on 1..4; object 2:
+    # prompted at 2, scored on 3, and on 4 where it is annotated absent, so the copied mask is a false positive.
     empty = np.zeros((H, W), bool)
-    obj1 = [(tracks[1][0], tracks[1][t]) for t in range(1, 6)]
-    obj2 = [(tracks[2][2], tracks[2][3]), (tracks[2][2], empty), (tracks[2][2], empty)]
+    obj1 = [(tracks[1][0], tracks[1][t]) for t in range(1, 5)]
+    obj2 = [(tracks[2][2], tracks[2][3]), (tracks[2][2], empty)]
     j1 = np.mean([metrics.region_similarity(p, g) for p, g in obj1])
     j2 = np.mean([metrics.region_similarity(p, g) for p, g in obj2])
     f1 = np.mean([metrics.boundary_f_measure(p, g) for p, g in obj1])
@@ -172,6 +174,38 @@ def test_videos_copy_prompt_matches_independent_score(tmp_path):
     assert m["F"] == pytest.approx((f1 + f2) / 2)
     assert m["J&F"] == pytest.approx(((j1 + j2) / 2 + (f1 + f2) / 2) / 2)
     assert 0 < m["J"] < 1
+    assert (m["videos"], m["objects"], m["frames"]) == (1, 2, 6)
+    lo, hi = m["J&F_ci95"]
+    assert lo == hi == pytest.approx(m["J&F"])  # one video: every resample is the same
+
+
+def test_videos_keyframe_only_scores_annotated_frames_and_true_negatives(tmp_path):
+    tracks = write_ytvis(tmp_path / "ytvis", annotated=[0, 2, 4, 5])
+    split = tmp_path / "ytvis" / "test"
+
+    def junk_between_keyframes(frames, prompts):
+        """Perfect on the annotated frames, the whole image on the unannotated frames 1 and 3."""
+        out = colour_tracker(frames, prompts)
+        return {o: [np.ones((H, W), bool) if t in (1, 3) and m is not None else m for t, m in enumerate(ms)]
+                for o, ms in out.items()}
+
+    m = evaluate_videos(junk_between_keyframes, split, EvalSettings())["metrics"]
+    # object 1 scored on frames 2 and 4; object 2 (prompted at 2) on frame 4, annotated absent: a true
+    # negative; frames 1, 3 (nobody looked) and 5 (the last annotated frame) do not count
+    assert (m["J"], m["F"], m["objects"], m["frames"]) == (1.0, 1.0, 2, 3)
+    copied = evaluate_videos(copy_prompt_tracker, split, EvalSettings())["metrics"]
+    j1 = np.mean([metrics.region_similarity(tracks[1][0], tracks[1][t]) for t in (2, 4)])
+    assert copied["J"] == pytest.approx((j1 + 0.0) / 2)  # object 2's copied mask on frame 4 scores 0
+
+
+def test_annotated_frames_outside_the_video_is_a_clear_error(tmp_path):
+    write_ytvis(tmp_path / "ytvis")
+    path = tmp_path / "ytvis" / "test" / "annotations.json"
+    data = json.loads(path.read_text())
+    data["videos"][0]["annotated_frames"] = [0, 9]
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"annotations.json: video 1: 'annotated_frames' lists frames outside 0..5"):
+        evaluate_videos(colour_tracker, tmp_path / "ytvis" / "test", EvalSettings())
 
 
 def test_text_prompted_vis_finds_tracks_and_scores_with_sam3_evaluator(tmp_path):
@@ -188,6 +222,24 @@ def test_text_prompted_vis_finds_tracks_and_scores_with_sam3_evaluator(tmp_path)
     assert first_only["metrics"]["vis_mAP"] == pytest.approx(0.5)
     nothing = evaluate_vis(no_output, colour_tracker, split, EvalSettings(vis_keyframe_stride=2))
     assert nothing["metrics"]["vis_mAP"] == 0.0 and nothing["metrics"]["vis_tracks"] == 0
+    assert (nothing["metrics"]["vis_videos"], nothing["metrics"]["vis_gt_tracks"]) == (1, 2)
+    assert nothing["metrics"]["vis_annotated_frames"] == 6
+
+
+def test_text_prompted_vis_on_a_keyframe_only_video_scores_annotated_frames_only(tmp_path):
+    write_ytvis(tmp_path / "ytvis", annotated=[0, 2, 4])
+    split = tmp_path / "ytvis" / "test"
+    # a perfect detector + tracker also predicts the objects on frames 1, 3 and 5, which nobody annotated
+    perfect = evaluate_vis(colour_segmenter, colour_tracker, split, EvalSettings(vis_keyframe_stride=2))
+    assert perfect["metrics"]["vis_tracks"] == 2 and perfect["metrics"]["vis_annotated_frames"] == 3
+    assert perfect["metrics"]["vis_mAP"] == pytest.approx(1.0)
+    # the same file without annotated_frames: those predictions count as false positives (as before)
+    path = split / "annotations.json"
+    data = json.loads(path.read_text())
+    del data["videos"][0]["annotated_frames"]
+    path.write_text(json.dumps(data))
+    assert evaluate_vis(colour_segmenter, colour_tracker, split,
+                        EvalSettings(vis_keyframe_stride=2))["metrics"]["vis_mAP"] < 0.5
 
 
 # --------------------------------------------------------------------------------------- stage
@@ -207,8 +259,20 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
                  pictures_dir=pictures, details_file=details, log_mlflow=False,
                  loss_csvs={"Stage 1": plots / "train_stage1_loss.csv"},
                  model_pairs={"baseline": (no_output, copy_prompt_tracker),
+                              "stage1": (colour_segmenter, empty_tracker),
                               "finetuned": lambda: (colour_segmenter, colour_tracker)})  # lazily built
     written = json.loads(metrics_file.read_text())
+    # stage1 is scored in video only (its image model is the fine-tuned one); gains split by stage
+    assert "segm_AP" not in written["stage1"] and written["stage1"]["J&F"] == written["reference"]["empty_J&F"]
+    assert written["gain_stage1"]["J&F"] == pytest.approx(written["stage1"]["J&F"] - written["baseline"]["J&F"],
+                                                          abs=1e-4)
+    assert written["gain_stage2"]["J&F"] == pytest.approx(1.0 - written["stage1"]["J&F"], abs=1e-4)
+    assert set(written["gain_stage2"]) >= {"J", "F", "J&F", "vis_mAP", "J&F_ci95"}
+    # every number with its n, headline numbers with a 95 % interval
+    tuned = written["finetuned"]
+    assert (tuned["images"], tuned["instances"], tuned["videos"], tuned["objects"], tuned["frames"]) == (3, 4, 1, 2, 6)
+    assert tuned["segm_AP_ci95"] == [1.0, 1.0] and tuned["J&F_ci95"] == [1.0, 1.0]
+    assert written["reference"]["objects"] == 2 and written["bootstrap"]["samples_videos"] == 1000
     assert written == json.loads(json.dumps(result))
     assert written["baseline"]["segm_AP"] == 0.0 and written["finetuned"]["segm_AP"] == 1.0
     assert written["gain"]["segm_AP"] == 1.0
@@ -218,10 +282,11 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     assert written["device"].startswith("cpu") and written["profile"] == "tiny"
     # model-free references: the baseline here IS copy-prompt; empty masks score only object 2's absent frames
     assert written["reference"]["copy_prompt_J&F"] == written["baseline"]["J&F"]
-    assert written["reference"]["empty_J"] == pytest.approx((0 + 2 / 3) / 2, abs=1e-4)
+    # empty masks score only object 2's absent frame 4 (frames 1-4 of object 1 and 3 of object 2 are 0)
+    assert written["reference"]["empty_J"] == pytest.approx((0 + 1 / 2) / 2, abs=1e-4)
     names = sorted(p.name for p in pictures.iterdir())
     assert names == ["loss_curves.png", "overlay_baseline_00.png", "overlay_finetuned_00.png",
-                     "tracking_baseline.gif", "tracking_finetuned.gif"]
+                     "tracking_baseline.gif", "tracking_finetuned.gif", "tracking_stage1.gif"]
     assert json.loads(details.read_text())["details"]["finetuned"]["segm_AP_per_class"]["screw"] == 1.0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from factory_sam3.evaluation.models import load_pair, resolve_device
+from factory_sam3.evaluation.models import load_pair, resolve_device, starting_image_model, starting_video_model
 from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos
 from factory_sam3.errors import UserError
 
@@ -35,8 +35,29 @@ def test_baseline_tiny_tracker_follows_prompts(baseline, tmp_path):
 
 
 def test_finetuned_without_training_outputs_is_a_clear_error(tmp_path):
-    with pytest.raises(UserError, match="run `dvc repro train_stage1`"):
-        load_pair("finetuned", {"profile": "tiny"}, "cpu", tmp_path / "stage1", tmp_path / "stage2")
+    for label in ("finetuned", "stage1"):
+        with pytest.raises(UserError, match="run `dvc repro train_stage1`"):
+            load_pair(label, {"profile": "tiny"}, "cpu", tmp_path / "stage1", tmp_path / "stage2")
+
+
+def test_stage1_video_model_is_the_stage1_detector_with_the_starting_tracker(tmp_path):
+    """``stage1`` = what Stage 2 starts from: Stage 1's detector and trunk, the profile's starting tracker."""
+    import torch
+
+    image_model = starting_image_model("tiny", {}, "cpu")
+    with torch.no_grad():
+        for param in image_model.parameters():
+            param.add_(0.5)  # stands in for training: every detector weight differs from the start
+    (tmp_path / "stage1").mkdir()
+    torch.save({f"detector.{k}": v for k, v in image_model.state_dict().items()}, tmp_path / "stage1" / "model.pt")
+    start = starting_video_model("tiny", {}, "cpu", seed=0)
+    stage1 = starting_video_model("tiny", {}, "cpu", seed=0, stage1_dir=tmp_path / "stage1")
+    trained = image_model.state_dict()
+    detector = stage1.detector.state_dict()
+    assert all(torch.equal(detector[k], v) for k, v in trained.items())
+    assert not all(torch.equal(start.detector.state_dict()[k], v) for k, v in trained.items())
+    tracker, start_tracker = stage1.tracker.state_dict(), start.tracker.state_dict()
+    assert all(torch.equal(tracker[k], start_tracker[k]) for k in tracker)
 
 
 def test_resolve_device():

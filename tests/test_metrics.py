@@ -14,10 +14,15 @@ from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
 
 from factory_sam3.evaluation.metrics import (
-    aggregate_video_scores,
+    aggregate_objects,
+    bootstrap_gain_ci,
+    bootstrap_video_ci,
     boundary_f_measure,
     coco_ap,
+    coco_evaluator,
+    davis_scored_frames,
     region_similarity,
+    resampled_ap,
     score_object,
     ytvis_map,
 )
@@ -151,7 +156,7 @@ def test_object_touching_the_image_edge_has_no_boundary_on_the_edge():
 # ---------------------------------------------------------------- aggregation
 
 
-def test_score_object_and_aggregation_means_objects_then_videos():
+def test_score_object_and_aggregation_pools_all_objects_of_the_split():
     shape = (40, 40)
     square = box_mask(shape, 5, 5, 15, 15)
     shifted = box_mask(shape, 5, 10, 15, 20)
@@ -162,16 +167,69 @@ def test_score_object_and_aggregation_means_objects_then_videos():
     third = score_object([shifted], [square])
     assert third["J"] == pytest.approx(1 / 3)
 
-    summary = aggregate_video_scores({"v1": [perfect, half], "v2": [third], "v3": []})
-    expected_j = np.mean([np.mean([1.0, 0.5]), 1 / 3])  # objects within a video, then videos
+    summary = aggregate_objects({"v1": [perfect, half], "v2": [third], "v3": []})
+    # DAVIS 2017: the mean over the three objects, not of the per-video means ((0.75 + 1/3) / 2)
+    expected_j = (1.0 + 0.5 + 1 / 3) / 3
     assert summary["J"] == pytest.approx(expected_j)
-    expected_f = np.mean([np.mean([1.0, 0.5]), third["F"]])
+    assert summary["J"] != pytest.approx((0.75 + 1 / 3) / 2)
+    expected_f = (1.0 + 0.5 + third["F"]) / 3
     assert summary["F"] == pytest.approx(expected_f)
     assert summary["J&F"] == pytest.approx((expected_j + expected_f) / 2)
-    assert summary["videos"] == 2 and summary["objects"] == 3
-    assert aggregate_video_scores({}) == {}
+    assert summary["videos"] == 2 and summary["objects"] == 3 and summary["frames"] == 5
+    assert aggregate_objects({}) == {}
     with pytest.raises(ValueError):
         score_object([], [])
+
+
+def test_davis_scores_annotated_frames_after_the_prompt_but_not_the_last():
+    # dense video of 6 frames, object prompted on frame 0: DAVIS scores masks[1:-1] = frames 1..4
+    assert davis_scored_frames(0, range(6)) == [1, 2, 3, 4]
+    # an object first given on frame 2: frames 3 and 4 (5 is the sequence's last)
+    assert davis_scored_frames(2, range(6)) == [3, 4]
+    # keyframes only (0, 4, 8, 12): the frames between are not annotated, 12 is the last annotated one
+    assert davis_scored_frames(0, [8, 0, 12, 4]) == [4, 8]
+    assert davis_scored_frames(4, [0, 4, 8]) == []  # nothing left between the prompt and the last frame
+    assert davis_scored_frames(0, []) == []
+
+
+def test_true_negative_frames_score_one_and_false_positives_zero():
+    shape = (30, 30)
+    empty = np.zeros(shape, bool)
+    blob = box_mask(shape, 5, 5, 15, 15)
+    # object absent on an annotated frame: nothing predicted is right (J = F = 1), a mask there is wrong (0)
+    assert score_object([empty], [empty]) == {"J": 1.0, "F": 1.0, "J&F": 1.0, "frames": 1}
+    assert score_object([blob], [empty]) == {"J": 0.0, "F": 0.0, "J&F": 0.0, "frames": 1}
+    # one visible frame tracked perfectly, then absent with a leftover mask: (1 + 0) / 2
+    assert score_object([blob, blob], [blob, empty])["J"] == 0.5
+
+
+def test_bootstrap_over_videos_hand_computed():
+    one = {"J": 1.0, "F": 1.0, "J&F": 1.0, "frames": 1}
+    zero = {"J": 0.0, "F": 0.0, "J&F": 0.0, "frames": 1}
+    # a single video: every resample is that video
+    assert bootstrap_video_ci({"a": [one, zero]}, samples=50) == {
+        "J_ci95": [0.5, 0.5], "F_ci95": [0.5, 0.5], "J&F_ci95": [0.5, 0.5]}
+    # two videos scoring 1 and 0: a resample pools {1, 1}, {1, 0} or {0, 0} -> 1, 0.5, 0 with chances
+    # 1/4, 1/2, 1/4, so the 2.5 % and 97.5 % percentiles of 1000 resamples are 0 and 1
+    ci = bootstrap_video_ci({"a": [one], "b": [zero]}, samples=1000, seed=3)
+    assert ci["J&F_ci95"] == [0.0, 1.0]
+    assert bootstrap_video_ci({"a": [one], "b": [zero]}, samples=1000, seed=3) == ci  # seeded
+    # videos, not objects, are resampled: a video of three objects scoring 1 moves the pooled mean to 3/4
+    pooled = bootstrap_video_ci({"a": [one, one, one], "b": [zero]}, samples=2000, seed=0)["J_ci95"]
+    assert pooled == [0.0, 1.0]
+    assert bootstrap_video_ci({}, samples=10) == {} and bootstrap_video_ci({"a": [one]}, samples=0) == {}
+
+
+def test_paired_gain_interval_is_that_of_the_difference():
+    def obj(j):
+        return {"J": j, "F": j, "J&F": j, "frames": 1}
+
+    before = {"a": [obj(0.1)], "b": [obj(0.5)], "c": [obj(0.9), obj(0.3)]}
+    after = {v: [obj(o["J"] + 0.1) for o in objects] for v, objects in before.items()}
+    assert bootstrap_gain_ci(before, after, samples=500)["J&F_ci95"] == [pytest.approx(0.1), pytest.approx(0.1)]
+    separate = bootstrap_video_ci(before, samples=500)["J&F_ci95"]
+    assert separate[1] - separate[0] > 0.2  # each model alone varies with the videos drawn
+    assert bootstrap_gain_ci(before, {"a": after["a"]}) == {}  # not the same videos: no paired interval
 
 
 # ---------------------------------------------------------------- COCO AP
@@ -226,6 +284,41 @@ def test_coco_ap_perfect_empty_and_known_value():
     known = coco_ap(gt_one, [detection(1, 1, offset, 0.8)], "segm")
     assert known["AP"] == pytest.approx(0.2) and known["AP50"] == pytest.approx(1.0)
     assert known["AP75"] == pytest.approx(0.0)
+
+
+def test_resampled_ap_equals_pycocotools_on_the_duplicated_images():
+    shape = (60, 80)
+    gt_instances = [(1, 1, box_mask(shape, 5, 5, 25, 30)), (2, 1, box_mask(shape, 10, 10, 40, 40)),
+                    (3, 2, box_mask(shape, 30, 40, 50, 70))]
+    dets = [detection(1, 1, box_mask(shape, 5, 5, 25, 30), 0.9),   # hit
+            detection(2, 1, box_mask(shape, 30, 40, 50, 70), 0.95),  # miss, scored higher
+            detection(3, 2, box_mask(shape, 31, 41, 50, 70), 0.7)]   # hit
+    gt = make_coco(gt_instances, shape, num_images=3)
+    evaluator = coco_evaluator(gt, dets, "segm")
+    picks = [0, 0, 2]  # image 1 twice, image 3 once, image 2 left out
+    # the same sample written out as a dataset: images 1, 1' (a copy under id 11) and 3
+    copies = {1: [1, 11], 2: [], 3: [3]}
+    dup_instances = [(new, c, m) for i, c, m in gt_instances for new in copies[i]]
+    dup_gt = make_coco(dup_instances, shape, num_images=3)
+    dup_gt["images"] = [{"id": i, "file_name": f"{i}.jpg", "height": shape[0], "width": shape[1]} for i in (1, 11, 3)]
+    dup_dets = [dict(d, image_id=new) for d in dets for new in copies[d["image_id"]]]
+    expected = run_pycocotools(dup_gt, dup_dets, "segm")[0]
+    assert resampled_ap(evaluator, picks) == pytest.approx(expected, abs=1e-12)
+    assert resampled_ap(evaluator, [0, 1, 2]) == pytest.approx(coco_ap(gt, dets)["AP"], abs=1e-12)
+
+
+def test_coco_ap_bootstrap_interval():
+    shape = (60, 80)
+    gt_instances = [(i, 1, box_mask(shape, 5, 5 + i, 25, 30 + i)) for i in range(1, 5)]
+    gt = make_coco(gt_instances, shape, num_images=4)
+    perfect = [detection(i, c, m, 0.9) for i, c, m in gt_instances]
+    assert coco_ap(gt, perfect, bootstrap=20)["AP_ci95"] == [pytest.approx(1.0), pytest.approx(1.0)]
+    half = perfect[:2]  # images 3 and 4 missed
+    result = coco_ap(gt, half, bootstrap=200, seed=1)
+    lo, hi = result["AP_ci95"]
+    assert lo < result["AP"] < hi and lo < 0.2 and hi > 0.8
+    assert coco_ap(gt, half, bootstrap=200, seed=1)["AP_ci95"] == [lo, hi]
+    assert "AP_ci95" not in coco_ap(gt, half)
 
 
 def run_pycocotools(gt, dets, iou_type, cat_ids=None):
@@ -299,3 +392,34 @@ def test_ytvis_map_through_sam3_evaluator():
     assert ytvis_map(gt, [])["mAP"] == 0.0
     wrong_class = [dict(t, category_id=1 if t["category_id"] == 4 else 4) for t in perfect]
     assert ytvis_map(gt, wrong_class)["mAP"] == 0.0
+
+
+def test_ytvis_map_ignores_predictions_on_frames_nobody_annotated():
+    shape, length = (40, 50), 8
+    masks = [box_mask(shape, 5, 5 + 2 * t, 20, 20 + 2 * t) for t in range(length)]
+    keyframes = [0, 4]  # keyframe-only video: frames 1-3 and 5-7 were never annotated
+    absent = box_mask(shape, 25, 25, 35, 45)
+    gt = {"videos": [{"id": 1, "file_names": [f"v/{t:05d}.jpg" for t in range(length)], "length": length,
+                      "height": shape[0], "width": shape[1], "annotated_frames": keyframes + [6]}],
+          "categories": [{"id": 1, "name": "gripper"}],
+          "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
+                           "segmentations": [rle(m) if t in keyframes else None for t, m in enumerate(masks)],
+                           "bboxes": [None] * length, "areas": [int(masks[0].sum()) if t in keyframes else None
+                                                                 for t in range(length)]}]}
+    # a perfect detector + tracker: the object's mask on every frame it is in view (it left before frame 6,
+    # annotated as absent there), annotated or not
+    perfect = [{"video_id": 1, "category_id": 1, "score": 0.9,
+                "segmentations": [rle(m) if t < 6 else None for t, m in enumerate(masks)]}]
+    assert ytvis_map(gt, perfect)["mAP"] == pytest.approx(1.0)
+    # frame 6 is annotated and empty: a mask there is a false positive, counted as before
+    on_absent = [dict(perfect[0], segmentations=[rle(m) if t < 6 else rle(absent) if t == 6 else None
+                                                 for t, m in enumerate(masks)])]
+    # masklet IoU over frames 0, 4, 6: 2 areas of overlap / (2 areas + the false positive)
+    area, extra = int(masks[0].sum()), int(absent.sum())
+    iou = 2 * area / (2 * area + extra)
+    expected = float(np.mean([1.0 if iou >= t else 0.0 for t in np.linspace(0.5, 0.95, 10)]))
+    assert ytvis_map(gt, on_absent)["mAP"] == pytest.approx(expected)
+    # the same file without "annotated_frames" (as before): the unannotated frames count against the
+    # prediction (IoU 2/6) -> mAP 0
+    old = dict(gt, videos=[{k: v for k, v in gt["videos"][0].items() if k != "annotated_frames"}])
+    assert ytvis_map(old, perfect)["mAP"] == 0.0

@@ -80,6 +80,9 @@ def test_per_frame_lists_with_nulls(project):
             name = video["file_names"][0].split("/")[0]
             assert video["file_names"] == [f"{name}/{i:05d}.jpg" for i in range(len(SOURCE_INDICES))]
             assert video["length"] == len(SOURCE_INDICES) and (video["width"], video["height"]) == (W, H)
+            # keyframes 0, 4, 6, 8 were extracted as frames 0, 2, 3, 4; frame 3 is annotated but empty
+            # (null for every track, as on the unannotated frames 1 and 5): only this list tells them apart
+            assert video["annotated_frames"] == [0, 2, 3, 4]
             for file_name in video["file_names"]:
                 path = project / layout.YTVIS / split / file_name
                 assert os.path.samefile(path, project / layout.FRAMES / file_name)  # hard link, no copy
@@ -126,6 +129,19 @@ def test_video_without_annotations_is_kept_without_tracks(project, capsys):
     data = all_splits(project)[split]
     video = next(v for v in data["videos"] if v["file_names"][0].startswith("cam_d/"))
     assert not [t for t in data["annotations"] if t["video_id"] == video["id"]]
+    assert video["annotated_frames"] == []
+
+
+def test_readers_accept_the_annotated_frames_key(project):
+    """sam3's YTVIS reader (what its evaluator loads) and the pycocotools-style index take the file as is."""
+    from sam3.eval.ytvis_coco_wrapper import YTVIS
+
+    build(project)
+    path = project / layout.YTVIS / "train" / layout.YTVIS_ANNOTATIONS
+    data = load(path)
+    index = YTVIS(str(path), ignore_gt_cats=False)
+    assert sorted(index.imgs) == sorted(v["id"] for v in data["videos"])
+    assert len(index.anns) == len(data["annotations"])
 
 
 def _assert_failed_cleanly(result, project, *needles):

@@ -2,7 +2,10 @@
 
 Every extracted frame of a video becomes one entry of ``file_names``; each track becomes one annotation whose
 ``segmentations`` / ``bboxes`` / ``areas`` have one entry per extracted frame: the mask where the track is
-annotated on that frame, ``null`` where it is absent or the frame was not annotated (sparse keyframes).
+annotated on that frame, ``null`` where it is absent or the frame was not annotated (sparse keyframes). The
+video record's ``annotated_frames`` lists the frames that were annotated, empty ones included (a source frame
+is annotated when raw/video_annotations has an entry for it), so evaluation can score true negatives and
+ignore predictions on frames nobody looked at.
 Splits come from data/splits.json (written by to_coco), so no video is in two splits and the image and video
 datasets agree. Tracks annotated on fewer than ``min_track_frames`` extracted frames are dropped.
 """
@@ -59,12 +62,14 @@ def build_video(
                 frames / name / frame["file"],
             )
     width, height = size
-    video = ytvis.video_record(video_id, [f"{name}/{f['file']}" for f in frame_list], width, height)
+    file_names = [f"{name}/{f['file']}" for f in frame_list]
 
     annotations = load_video_annotations(raw, name)
     if annotations is None:
         warn(f"{raw / 'video_annotations'}: no annotations for video {name}; it is kept without tracks")
-        return video, [], 0
+        return ytvis.video_record(video_id, file_names, width, height, annotated_frames=[]), [], 0
+    annotated = [t for t, frame in enumerate(frame_list) if str(frame["source_index"]) in annotations["frames"]]
+    video = ytvis.video_record(video_id, file_names, width, height, annotated_frames=annotated)
     ann_path = raw / "video_annotations" / f"{name}.json"
     if (annotations["width"], annotations["height"]) != (width, height):
         raise UserError(

@@ -1,15 +1,19 @@
 """Evaluation metrics: DAVIS J / F / J&F for semi-supervised tracking, COCO AP through pycocotools,
 and YTVIS video mAP through sam3's own evaluator.
 
-Conventions (DAVIS 2017 benchmark):
+Conventions (DAVIS 2017 semi-supervised benchmark, davis2017-evaluation):
 - J is the region similarity, the IoU of predicted and ground-truth masks; a frame where both are
-  empty scores 1 (nothing to find, nothing predicted).
+  empty scores 1 (nothing to find, nothing predicted), anything predicted where the object is absent 0.
 - F is the boundary F-measure: the one-pixel boundaries of both masks are matched within a tolerance
   of ``0.008 x image diagonal`` pixels (ceil), precision = matched predicted boundary / predicted
-  boundary, recall = matched true boundary / true boundary, F = 2PR / (P + R).
-- J and F of an object are means over its scored frames; a video's score is the mean over its
-  objects; the dataset's score is the mean over videos (so a video with many objects does not
-  dominate). J&F = (J + F) / 2.
+  boundary, recall = matched true boundary / true boundary, F = 2PR / (P + R); both boundaries empty
+  scores 1, one of them empty 0.
+- Scored frames (:func:`davis_scored_frames`): every annotated frame of the sequence after the object's
+  prompt frame, except the sequence's last annotated frame (DAVIS scores ``masks[1:-1]``). A frame where
+  the object is absent but the frame is annotated is scored (a true negative, or a false positive).
+- J and F of an object are means over its scored frames; the split's J and F are means over all its
+  objects, pooled across videos (DAVIS 2017: ``np.mean(J["M"])`` over every object of every sequence).
+  J&F = (J + F) / 2. The spread is a percentile bootstrap over videos (:func:`bootstrap_video_ci`).
 """
 
 from __future__ import annotations
@@ -126,23 +130,76 @@ def score_object(pred_masks: Iterable[np.ndarray], gt_masks: Iterable[np.ndarray
     return {"J": j, "F": f, "J&F": (j + f) / 2, "frames": len(js)}
 
 
-def aggregate_video_scores(per_video: Mapping[Any, Sequence[Mapping[str, float]]]) -> dict[str, float]:
-    """Mean over objects within a video, then mean over videos, for J, F and J&F.
+def davis_scored_frames(prompt_frame: int, annotated_frames: Iterable[int]) -> list[int]:
+    """The frames DAVIS scores for an object prompted on ``prompt_frame``: annotated frames after it,
+    without the sequence's last annotated frame (DAVIS: ``masks[1:-1]``, the first being the prompt)."""
+    annotated = sorted(set(int(t) for t in annotated_frames))
+    if not annotated:
+        return []
+    last = annotated[-1]
+    return [t for t in annotated if prompt_frame < t < last]
 
-    ``per_video`` maps a video to the score dicts of its objects (from :func:`score_object`).
-    Videos without any scored object are left out; with none at all the result is empty.
+
+def aggregate_objects(per_video: Mapping[Any, Sequence[Mapping[str, float]]]) -> dict[str, float]:
+    """J, F and J&F as means over every object of the split, pooled across videos (DAVIS 2017).
+
+    ``per_video`` maps a video to the score dicts of its objects (from :func:`score_object`); it keeps the
+    videos apart only for the counts and the bootstrap. With no scored object the result is empty.
     """
-    video_means = []
-    for objects in per_video.values():
-        if not objects:
-            continue
-        video_means.append({k: float(np.mean([o[k] for o in objects])) for k in ("J", "F")})
-    if not video_means:
+    objects = [o for scores in per_video.values() for o in scores]
+    if not objects:
         return {}
-    j = float(np.mean([v["J"] for v in video_means]))
-    f = float(np.mean([v["F"] for v in video_means]))
-    return {"J": j, "F": f, "J&F": (j + f) / 2, "videos": len(video_means),
-            "objects": int(sum(len(o) for o in per_video.values()))}
+    j = float(np.mean([o["J"] for o in objects]))
+    f = float(np.mean([o["F"] for o in objects]))
+    return {"J": j, "F": f, "J&F": (j + f) / 2, "videos": sum(1 for s in per_video.values() if s),
+            "objects": len(objects), "frames": int(sum(o["frames"] for o in objects))}
+
+
+def bootstrap_video_ci(per_video: Mapping[Any, Sequence[Mapping[str, float]]], samples: int = 1000,
+                       seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile bootstrap interval of the pooled J, F and J&F, resampling whole videos with replacement
+    (objects of one video are not independent). Keys ``J_ci95`` etc.; empty without scored objects."""
+    videos = [scores for scores in per_video.values() if scores]
+    if not videos or samples < 1:
+        return {}
+    sums = {k: np.array([sum(o[k] for o in v) for v in videos]) for k in ("J", "F")}
+    counts = np.array([len(v) for v in videos])
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(videos), size=(samples, len(videos)))
+    n = counts[picks].sum(axis=1)
+    j = sums["J"][picks].sum(axis=1) / n
+    f = sums["F"][picks].sum(axis=1) / n
+    name = f"ci{round(level * 100)}"
+    return {f"{k}_{name}": percentile_interval(v, level) for k, v in (("J", j), ("F", f), ("J&F", (j + f) / 2))}
+
+
+def bootstrap_gain_ci(before: Mapping[Any, Sequence[Mapping[str, float]]],
+                      after: Mapping[Any, Sequence[Mapping[str, float]]], samples: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict[str, list[float]]:
+    """Paired percentile bootstrap of ``after - before`` for the pooled J, F and J&F: both models are scored
+    on the same resampled videos (same objects, same frames), so the interval is that of the difference,
+    narrower than the two separate intervals suggest. Empty unless both scored the same videos and objects."""
+    keys = [v for v in before if before[v]]
+    if not keys or samples < 1 or sorted(keys) != sorted(v for v in after if after[v]):
+        return {}
+    if any(len(before[v]) != len(after[v]) for v in keys):
+        return {}
+    counts = np.array([len(before[v]) for v in keys])
+    diff = {k: np.array([sum(o[k] for o in after[v]) - sum(o[k] for o in before[v]) for v in keys])
+            for k in ("J", "F")}
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(keys), size=(samples, len(keys)))
+    n = counts[picks].sum(axis=1)
+    j = diff["J"][picks].sum(axis=1) / n
+    f = diff["F"][picks].sum(axis=1) / n
+    name = f"ci{round(level * 100)}"
+    return {f"{k}_{name}": percentile_interval(v, level) for k, v in (("J", j), ("F", f), ("J&F", (j + f) / 2))}
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(np.asarray(values, dtype=float), [tail, 100 - tail])
+    return [float(lo), float(hi)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,25 +207,18 @@ def aggregate_video_scores(per_video: Mapping[Any, Sequence[Mapping[str, float]]
 # ----------------------------------------------------------------------------------------------
 
 
-def coco_ap(gt: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], iou_type: str = "segm") -> dict[str, Any]:
+def coco_ap(gt: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], iou_type: str = "segm",
+            bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
     """COCO AP, AP50, AP75 and per-class AP of ``detections`` against the COCO dict ``gt``.
 
     ``detections`` are COCO results: {"image_id", "category_id", "score", "segmentation" (RLE) and/or
     "bbox" [x, y, w, h]}. Values pycocotools reports as -1 (no ground truth to score) become None.
-    An empty detection list scores 0 wherever there is ground truth.
+    An empty detection list scores 0 wherever there is ground truth. ``bootstrap`` > 0 adds ``AP_ci95``,
+    a percentile bootstrap over images (see :func:`_bootstrap_ap`).
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if iou_type not in ("segm", "bbox"):
-        raise ValueError(f"iou_type must be segm or bbox, not {iou_type!r}")
+    evaluator = coco_evaluator(gt, detections, iou_type)
+    coco_gt = evaluator.cocoGt
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(dict(gt))
-        coco_gt.createIndex()
-        coco_dt = _load_results(coco_gt, detections, iou_type)
-        evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
-        evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     stats = evaluator.stats
@@ -184,7 +234,59 @@ def coco_ap(gt: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], iou_
         values = values[values > -1]
         per_class[coco_gt.cats[cat_id]["name"]] = float(values.mean()) if values.size else None
     result["per_class"] = per_class
+    if bootstrap > 0:
+        result["AP_ci95"] = _bootstrap_ap(evaluator, bootstrap, seed)
     return result
+
+
+def coco_evaluator(gt: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], iou_type: str = "segm"):
+    """pycocotools' ``COCOeval`` of ``detections`` against ``gt`` after ``evaluate()`` (per-image matching)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if iou_type not in ("segm", "bbox"):
+        raise ValueError(f"iou_type must be segm or bbox, not {iou_type!r}")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(dict(gt))
+        coco_gt.createIndex()
+        coco_dt = _load_results(coco_gt, detections, iou_type)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        evaluator.evaluate()
+    return evaluator
+
+
+def _bootstrap_ap(evaluator, samples: int, seed: int, level: float = 0.95) -> list[float] | None:
+    """Percentile interval of AP over image sets resampled with replacement (see :func:`resampled_ap`)."""
+    n_images = len(evaluator._paramsEval.imgIds)
+    rng = np.random.default_rng(seed)
+    values = [resampled_ap(evaluator, rng.integers(0, n_images, size=n_images)) for _ in range(samples)]
+    values = [v for v in values if v is not None]
+    return percentile_interval(np.array(values), level) if values else None
+
+
+def resampled_ap(evaluator, picks: Sequence[int]) -> float | None:
+    """AP of an evaluated ``COCOeval`` on the images at positions ``picks`` (duplicates count twice).
+
+    The per-image matching (``evaluate``, the slow part) is reused: ``evalImgs`` (laid out category x
+    area x image) is rebuilt for the picked images and pycocotools' own ``accumulate`` reruns on a copy.
+    AP is summarize()'s first number: mean precision over IoU thresholds, recall points and classes with
+    ground truth among the picked images (area all, most detections); None when there is none."""
+    base = evaluator._paramsEval
+    n_cat = len(base.catIds) if base.useCats else 1
+    n_area, n_img = len(base.areaRng), len(base.imgIds)
+    params = copy.deepcopy(base)
+    params.imgIds = [base.imgIds[i] for i in picks]
+    resampled = copy.copy(evaluator)
+    resampled._paramsEval = params
+    resampled.params = params
+    resampled.evalImgs = [evaluator.evalImgs[(k * n_area + a) * n_img + i]
+                          for k in range(n_cat) for a in range(n_area) for i in picks]
+    with contextlib.redirect_stdout(io.StringIO()):
+        resampled.accumulate(params)
+    precision = resampled.eval["precision"][:, :, :, params.areaRngLbl.index("all"), -1]
+    precision = precision[precision > -1]
+    return float(precision.mean()) if precision.size else None
 
 
 def _load_results(coco_gt, detections: Sequence[Mapping[str, Any]], iou_type: str):
@@ -221,12 +323,20 @@ def ytvis_map(gt: Mapping[str, Any], tracks: Sequence[Mapping[str, Any]]) -> dic
     ``gt`` is a YTVIS dict (videos / annotations with per-frame "segmentations", None where absent);
     ``tracks`` are predictions {"video_id", "category_id", "score", "segmentations": [RLE or None
     per frame]}. Returns mAP, AP50, AP75 (None where there is no ground truth).
+
+    Only annotated frames count: a video's ``annotated_frames`` (see factory_sam3.formats.ytvis) drops the
+    predictions on every other frame before sam3's evaluator sees them, since it would otherwise count
+    them as false positives against the ``null`` of frames nobody annotated.
     """
     import pycocotools.mask as mask_util
     from sam3.eval.ytvis_coco_wrapper import YTVIS
     from sam3.eval.ytvis_eval import YTVISeval
 
+    from factory_sam3.formats.ytvis import ANNOTATED_FRAMES
+
     gt = copy.deepcopy(dict(gt))
+    scored_frames = {int(v["id"]): set(int(t) for t in v[ANNOTATED_FRAMES])
+                     for v in gt["videos"] if ANNOTATED_FRAMES in v}
     with contextlib.redirect_stdout(io.StringIO()):
         ytvis_gt = YTVIS(ignore_gt_cats=False)
         ytvis_gt.dataset = gt
@@ -234,6 +344,9 @@ def ytvis_map(gt: Mapping[str, Any], tracks: Sequence[Mapping[str, Any]]) -> dic
         results = []
         for track in tracks:
             segs = list(track["segmentations"])
+            keep = scored_frames.get(int(track["video_id"]))
+            if keep is not None:
+                segs = [s if t in keep else None for t, s in enumerate(segs)]
             bboxes = [None if s is None else [float(x) for x in mask_util.toBbox(s)] for s in segs]
             areas = [0 if s is None else int(mask_util.area(s)) for s in segs]
             results.append({"image_id": int(track["video_id"]), "category_id": int(track["category_id"]),

@@ -1,12 +1,16 @@
-"""The models evaluate compares, as the two callables the runner takes.
+"""The models evaluate compares, as the callables the runner takes.
 
-- ``baseline``: the starting weights of the profile, before any fine-tuning. ``tiny``: the deterministic
-  random init Stage 1 and Stage 2 start from (same builders, same seeds). ``sam3``: the released SAM3
-  checkpoint (``model.checkpoint``).
+- ``baseline``: the profile's starting models, before any fine-tuning: the starting detector (images) and the
+  starting detector + starting tracker (video). ``tiny``: the deterministic random init Stage 1 and Stage 2
+  start from (same builders, same seeds). ``sam3``: the released SAM3 checkpoint (``model.checkpoint``).
+- ``stage1``: what Stage 1 alone gives in video: the Stage 1 detector and image trunk with the starting
+  tracker, i.e. the model Stage 2 starts from. (Its image model is the Stage 1 export, as ``finetuned``'s.)
 - ``finetuned``: the Stage 1 export (images) and the Stage 2 export (video).
 
-The model code itself lives in factory_sam3.models (Stage 1: build/load/predict_image; Stage 2: video.py
-with load_stage2/track); this module only adapts it to the runner's protocol.
+The starting models are built in one place, :func:`starting_image_model` and :func:`starting_video_model`:
+change them there when the profile's starting weights change. The model code itself lives in
+factory_sam3.models (Stage 1: build/load/predict_image; Stage 2: video.py with load_stage2/track); this module
+only adapts it to the runner's protocol.
 """
 
 from __future__ import annotations
@@ -94,41 +98,70 @@ def video_tracker(video_model) -> Track:
     return run
 
 
+def starting_image_model(profile: str, model_params: dict, device: str, resolution: int | None = None):
+    """The image model of ``profile`` before fine-tuning, as Stage 1 starts from it, in eval mode.
+    ``resolution`` (tiny): the size Stage 1 trained at (``models/stage1/stage1.json``)."""
+    from factory_sam3.models import build_image_model
+
+    checkpoint = None if profile == "tiny" else model_params.get("checkpoint")
+    return build_image_model(profile, checkpoint=checkpoint, device=device, train=False, resolution=resolution)
+
+
+def starting_video_model(profile: str, model_params: dict, device: str, seed: int = 0,
+                         resolution: int | None = None, tiny_tracker=None, stage1_dir: Path | None = None):
+    """The video model of ``profile`` before Stage 2, in eval mode: the starting tracker with the starting
+    detector and image trunk, or with Stage 1's when ``stage1_dir`` is given (the model Stage 2 trains from:
+    same builder, seed and initialisation as factory_sam3.training.stage2)."""
+    from factory_sam3.models import video as video_models
+
+    kwargs: dict[str, Any] = {}
+    if profile == "tiny":
+        kwargs["resolution"] = resolution
+        if tiny_tracker is not None:
+            kwargs["tiny_tracker"] = tiny_tracker
+    model = video_models.build_video_model(profile, seed=seed, **kwargs)
+    video_models.init_from_checkpoints(model, stage1_dir, None if profile == "tiny" else model_params.get("checkpoint"))
+    return model.to(device).eval()
+
+
+LABELS = ("baseline", "stage1", "finetuned")
+
+
 def load_pair(label: str, model_params: dict, device: str, stage1_dir: Path, stage2_dir: Path,
               video_seed: int = 0, min_score: float = 0.0) -> ModelPair:
-    """Build the ``baseline`` or ``finetuned`` image model and video model of ``model.profile``."""
-    from factory_sam3.models import build_image_model
+    """Build the image model and video model of ``label`` (one of :data:`LABELS`) for ``model.profile``."""
     from factory_sam3.models import video as video_models
 
     profile = model_params.get("profile", "tiny")
     checkpoint = model_params.get("checkpoint")
+    if label not in LABELS:
+        raise ValueError(f"unknown model label {label!r}")
     if label == "finetuned":
         image_model = _load_stage1(stage1_dir, profile, device)
         if not Path(stage2_dir).exists():
             raise UserError("Stage 2 output not found (run `dvc repro train_stage2`)", stage2_dir)
         video_model = video_models.load_stage2(stage2_dir, profile=profile, device=device)
         source = {"image": str(stage1_dir), "video": str(stage2_dir)}
-    elif label == "baseline":
-        # The same builders, seeds and sizes the training stages started from, without their weights.
-        stage1_info = _read_json(Path(stage1_dir) / "stage1.json")
-        stage2_config = _read_json(Path(stage2_dir) / "config.json")
-        resolution = stage1_info.get("resolution") if profile == "tiny" else None
-        image_model = build_image_model(profile, checkpoint=None if profile == "tiny" else checkpoint,
-                                        device=device, train=False, resolution=resolution)
-        video_kwargs: dict[str, Any] = {}
-        accepts = inspect.signature(video_models.build_video_model).parameters
-        if profile == "tiny" and "resolution" in accepts:
-            video_kwargs["resolution"] = stage2_config.get("detector", {}).get("resolution") or resolution
-        if profile == "tiny" and "tracker" in stage2_config and "tiny_tracker" in accepts:
-            video_kwargs["tiny_tracker"] = video_models.TinyTrackerConfig(**stage2_config["tracker"])
-        video_model = video_models.build_video_model(profile, seed=video_seed, **video_kwargs)
-        video_models.init_from_checkpoints(video_model, None, None if profile == "tiny" else checkpoint)
-        video_model = video_model.to(device).eval()
-        source = {"image": "random init (seed 0, as Stage 1 starts)" if profile == "tiny" else str(checkpoint),
-                  "video": f"random init (seed {video_seed}, as Stage 2 starts)" if profile == "tiny"
-                  else str(checkpoint)}
-    else:
-        raise ValueError(f"unknown model label {label!r}")
+        return ModelPair(label, image_predictor(image_model, min_score), video_tracker(video_model), source)
+    # The same builders, seeds and sizes the training stages started from, without their weights.
+    stage1_info = _read_json(Path(stage1_dir) / "stage1.json")
+    stage2_config = _read_json(Path(stage2_dir) / "config.json")
+    resolution = stage1_info.get("resolution") if profile == "tiny" else None
+    video_resolution = (stage2_config.get("detector", {}).get("resolution") or resolution) if profile == "tiny" else None
+    tiny_tracker = (video_models.TinyTrackerConfig(**stage2_config["tracker"])
+                    if profile == "tiny" and "tracker" in stage2_config else None)
+    start = "random init" if profile == "tiny" else str(checkpoint)
+    if label == "baseline":
+        image_model = starting_image_model(profile, model_params, device, resolution)
+        video_model = starting_video_model(profile, model_params, device, video_seed, video_resolution, tiny_tracker)
+        source = {"image": f"{start} (as Stage 1 starts)",
+                  "video": f"{start} (seed {video_seed}: detector and tracker as the profile starts)"}
+    else:  # stage1
+        image_model = _load_stage1(stage1_dir, profile, device)
+        video_model = starting_video_model(profile, model_params, device, video_seed, video_resolution, tiny_tracker,
+                                           stage1_dir=Path(stage1_dir))
+        source = {"image": str(stage1_dir),
+                  "video": f"{stage1_dir} detector + {start} tracker (seed {video_seed}, as Stage 2 starts)"}
     return ModelPair(label, image_predictor(image_model, min_score), video_tracker(video_model), source)
 
 

@@ -10,11 +10,13 @@ the baseline and the fine-tuned weights (and fake predictors in tests):
   RGB uint8 arrays and ``prompts`` ``{object_id: (frame_index, HxW bool mask)}`` (semi-supervised: each
   object is given by its first visible ground-truth mask and must be followed from there on).
 
-Scores: COCO segm/bbox AP (pycocotools) on the images; J, F, J&F on the frames after each object's
-prompt frame (the prompt itself is given, so it is not scored); text-prompted video instance
-segmentation (the image model finds objects by class name on keyframes, the tracker follows them)
-scored with YTVIS mAP by sam3's own evaluator; speed as images/s and frames/s of the model calls alone
-(metric code not timed).
+Scores: COCO segm/bbox AP (pycocotools) on the images, with a bootstrap interval over images; J, F,
+J&F with the DAVIS 2017 conventions (see factory_sam3.evaluation.metrics: every annotated frame after
+the prompt frame except the last annotated one, true negatives included, objects pooled over the split)
+with a bootstrap interval over videos; text-prompted video instance segmentation (the image model finds
+objects by class name on keyframes, the tracker follows them) scored with YTVIS mAP by sam3's own
+evaluator on annotated frames only; speed as images/s and frames/s of the model calls alone (metric
+code not timed). Every number comes with its n (images, instances, videos, objects, frames).
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class EvalSettings:
     vis_keyframe_stride: int = 8   # the detector looks for new objects every N-th frame
     vis_min_score: float = 0.5     # detections that start a track
     vis_max_tracks: int = 20       # per video
+    bootstrap_samples: int = 1000  # resamples for the J / F / J&F interval (over videos); 0 = none
+    bootstrap_samples_images: int = 200  # resamples for the segm AP interval (over images); 0 = none
+    bootstrap_seed: int = 0
     pictures_dir: Path | None = None
     label: str = ""                # "baseline" / "finetuned": names the pictures
     extra: dict = field(default_factory=dict)
@@ -143,16 +148,20 @@ def evaluate_images(predict_image: PredictImage, split_dir: str | Path, settings
                                  f"{settings.overlay_min_score:g})")
             overlays.append(str(path))
 
-    segm = metrics.coco_ap(gt, detections, "segm")
+    segm = metrics.coco_ap(gt, detections, "segm", bootstrap=settings.bootstrap_samples_images,
+                           seed=settings.bootstrap_seed)
     bbox = metrics.coco_ap(gt, detections, "bbox")
     result: dict[str, Any] = {
         "segm_AP": segm["AP"], "segm_AP50": segm["AP50"], "segm_AP75": segm["AP75"],
         "bbox_AP": bbox["AP"], "bbox_AP50": bbox["AP50"], "bbox_AP75": bbox["AP75"],
         "segm_AP_per_class": segm["per_class"],
         "images": len(images),
+        "instances": len(gt["annotations"]),
         "detections": len(detections),
         "images_per_s": len(images) / model_seconds if model_seconds > 0 else None,
     }
+    if "AP_ci95" in segm:
+        result["segm_AP_ci95"] = segm["AP_ci95"]
     return {"metrics": result, "pictures": overlays}
 
 
@@ -181,8 +190,9 @@ def load_ytvis_split(split_dir: str | Path, max_videos: int = 0) -> tuple[dict, 
 
 
 def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings) -> dict[str, Any]:
-    """Semi-supervised tracking: J, F, J&F (DAVIS), frames/s (video frames per second of tracker calls,
-    all objects of a video together), and a GIF of the first video."""
+    """Semi-supervised tracking: J, F, J&F with the DAVIS 2017 conventions and their bootstrap interval,
+    frames/s (video frames per second of tracker calls, all objects of a video together), and a GIF of
+    the first video. ``per_video`` holds each video's object scores (for paired comparisons)."""
     split_dir = Path(split_dir)
     ann_file = split_dir / YTVIS_ANNOTATIONS
     gt, videos = load_ytvis_split(split_dir, settings.max_videos)
@@ -208,7 +218,7 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
             prompts[ann["id"]] = (visible[0], masks[visible[0]])
         if not prompts:
             continue
-        annotated = {t for ann in tracks for t, s in enumerate(ann["segmentations"]) if s is not None}
+        annotated = _annotated_frames(video, tracks, ann_file)
         frames = [_read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}")
                   for name in video["file_names"]]
         start = time.perf_counter()
@@ -217,19 +227,17 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
         frames_tracked += len(frames)
 
         scores = []
+        empty = np.zeros((h, w), bool)
         for obj_id, masks in gt_masks.items():
             pred = list(predicted.get(obj_id, [None] * len(frames)))
             if len(pred) != len(frames):
                 raise ValueError(f"tracker returned {len(pred)} masks for {len(frames)} frames")
-            pred = [np.zeros((h, w), bool) if m is None else np.asarray(m, dtype=bool) for m in pred]
-            first = prompts[obj_id][0]
-            # Frames after the prompt. null is ambiguous in YTVIS (absent, or frame not annotated): a frame
-            # where some object of the video is annotated counts as annotated, so the object is absent
-            # there (empty ground truth: the tracker must predict nothing); other null frames are skipped.
-            scored = [t for t in range(first + 1, len(frames)) if masks[t] is not None or t in annotated]
-            gt_scored = [masks[t] if masks[t] is not None else np.zeros((h, w), bool) for t in scored]
+            # DAVIS: annotated frames after the prompt, not the last; absent there = empty ground truth
+            scored = metrics.davis_scored_frames(prompts[obj_id][0], annotated)
             if scored:
-                scores.append(metrics.score_object([pred[t] for t in scored], gt_scored))
+                scores.append(metrics.score_object(
+                    [empty if pred[t] is None else np.asarray(pred[t], dtype=bool) for t in scored],
+                    [empty if masks[t] is None else masks[t] for t in scored]))
         per_video[video["id"]] = scores
         if gif is None and settings.pictures_dir is not None:
             count = min(len(frames), settings.gif_frames)
@@ -239,13 +247,23 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
                                {o: list(predicted.get(o, [None] * len(frames)))[:count] for o in gt_masks},
                                Path(settings.pictures_dir) / f"tracking_{settings.label or 'model'}.gif",
                                labels=labels)
-    summary = metrics.aggregate_video_scores(per_video)
+    summary = metrics.aggregate_objects(per_video)
     result = {
         "J": summary.get("J"), "F": summary.get("F"), "J&F": summary.get("J&F"),
+        **metrics.bootstrap_video_ci(per_video, settings.bootstrap_samples, settings.bootstrap_seed),
         "videos": summary.get("videos", 0), "objects": summary.get("objects", 0),
+        "frames": summary.get("frames", 0),
         "frames_per_s": frames_tracked / model_seconds if model_seconds > 0 else None,
     }
-    return {"metrics": result, "pictures": [str(gif)] if gif else []}
+    return {"metrics": result, "per_video": per_video, "pictures": [str(gif)] if gif else []}
+
+
+def _annotated_frames(video: Mapping[str, Any], tracks: Sequence[Mapping[str, Any]], ann_file: Path) -> list[int]:
+    frames = ytvis_format.annotated_frames(video, tracks)
+    if frames and not (0 <= frames[0] and frames[-1] < len(video["file_names"])):
+        raise UserError(f"'{ytvis_format.ANNOTATED_FRAMES}' lists frames outside 0..{len(video['file_names']) - 1}",
+                        ann_file, f"video {video['id']}")
+    return frames
 
 
 def copy_prompt_tracker(frames, prompts):
@@ -316,5 +334,9 @@ def evaluate_vis(predict_image: PredictImage, track: Track, split_dir: str | Pat
                     for m in tracked.get(obj, [None] * len(frames))]
             masklets.append({"video_id": video["id"], "category_id": name_to_id[category], "score": score,
                              "segmentations": segs})
-    ytvis = metrics.ytvis_map(gt, masklets)
-    return {"metrics": {"vis_mAP": ytvis["mAP"], "vis_AP50": ytvis["AP50"], "vis_tracks": len(masklets)}}
+    ytvis = metrics.ytvis_map(gt, masklets)  # on annotated frames only
+    annotated = sum(len(_annotated_frames(v, [a for a in gt["annotations"] if a["video_id"] == v["id"]], ann_file))
+                    for v in videos)
+    return {"metrics": {"vis_mAP": ytvis["mAP"], "vis_AP50": ytvis["AP50"], "vis_tracks": len(masklets),
+                        "vis_videos": len(videos), "vis_gt_tracks": len(gt["annotations"]),
+                        "vis_annotated_frames": annotated}}

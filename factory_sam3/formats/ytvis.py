@@ -1,6 +1,8 @@
 """YTVIS-style video instance JSON (``<split>/annotations.json`` beside ``<video>/00000.jpg ...``):
 record builders, reader and atomic writer. Per-frame lists hold ``None`` (JSON ``null``) where the object is
-absent or the frame is not annotated."""
+absent or the frame is not annotated; the video's ``annotated_frames`` (0-based indices into ``file_names``, an
+addition of ours that sam3's and pycocotools-style YTVIS readers ignore) tells the two apart: an annotated frame
+with ``null`` is a true negative, a frame not listed was never looked at."""
 
 from __future__ import annotations
 
@@ -13,14 +15,31 @@ from factory_sam3.formats.coco import read_json
 INFO = {"description": "Factory video dataset for SAM3 fine-tuning (Stage 2, tracking)", "version": "1.0"}
 
 
-def video_record(video_id: int, file_names: list[str], width: int, height: int) -> dict:
-    return {
+ANNOTATED_FRAMES = "annotated_frames"
+
+
+def video_record(video_id: int, file_names: list[str], width: int, height: int,
+                 annotated_frames: list[int] | None = None) -> dict:
+    record = {
         "id": int(video_id),
         "file_names": list(file_names),
         "length": len(file_names),
         "width": int(width),
         "height": int(height),
     }
+    if annotated_frames is not None:
+        record[ANNOTATED_FRAMES] = sorted(int(t) for t in annotated_frames)
+    return record
+
+
+def annotated_frames(video: dict, tracks: list[dict]) -> list[int]:
+    """The frames of ``video`` that were annotated (objects present or not), sorted: its
+    ``annotated_frames`` and every frame a track of the video has a mask on (a mask is an annotation).
+
+    Files without ``annotated_frames`` (older to_ytvis, other tools) cannot tell an empty annotated frame
+    from an unannotated one: there only the frames with a mask count."""
+    with_masks = {t for track in tracks for t, seg in enumerate(track["segmentations"]) if seg is not None}
+    return sorted(with_masks | {int(t) for t in video.get(ANNOTATED_FRAMES, ())})
 
 
 def track_record(

@@ -23,7 +23,8 @@ Inference API (semi-supervised VOS, used by evaluation)::
     # returns obj_id -> list of HxW bool masks, one per frame (all False before the prompt frame)
 
 Each object is prompted with its mask on its own frame and propagated forward with memory (objects prompted
-on the same frame are tracked together as one batch). Frames are resized to the model's square resolution,
+on the same frame share one memory bank; all objects in flight go through the SAM heads as one batch, in one pass
+over the video). Frames are resized to the model's square resolution,
 outputs resized back to HxW.
 """
 
@@ -536,6 +537,11 @@ def track(model: Sam3VideoModel, frames: list[np.ndarray], first_masks: dict) ->
     """Semi-supervised VOS: prompt each object with its mask on its frame, propagate forward with memory.
 
     ``first_masks``: ``obj_id -> (frame_idx, HxW bool)``. Returns ``obj_id -> [HxW bool] * len(frames)``.
+
+    One pass over the video: objects prompted on the same frame form a group with its own memory bank
+    (frame indices relative to its prompt frame, as SAM2 trains), a group joins the running batch on its
+    prompt frame, and each later frame runs the memory attention per group (the banks differ in size) and the
+    SAM heads and memory encoder once for all objects in flight (:func:`_propagate`).
     """
     if not frames:
         return {obj: [] for obj in first_masks}
@@ -546,37 +552,85 @@ def track(model: Sam3VideoModel, frames: list[np.ndarray], first_masks: dict) ->
     size = model.image_size
     empty = np.zeros((H, W), dtype=bool)
     results = {obj: [empty] * len(frames) for obj in first_masks}
+    by_start: dict[int, list] = {}
+    for obj, (start, mask) in first_masks.items():
+        if not 0 <= int(start) < len(frames):
+            raise ValueError(f"object {obj}: prompt frame {start} outside the video ({len(frames)} frames)")
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (H, W):
+            raise ValueError(f"object {obj}: mask shape {mask.shape} differs from the frames ({H}, {W})")
+        by_start.setdefault(int(start), []).append((obj, mask))
+    if not by_start:
+        return results
+    tracker = model.tracker
     try:
         with _autocast(device):
             images = preprocess_frames(frames, size, device)
             feats = vm.clip_features(model, images, chunk=8)
-            by_start: dict[int, list] = {}
-            for obj, (start, mask) in first_masks.items():
-                if not 0 <= int(start) < len(frames):
-                    raise ValueError(f"object {obj}: prompt frame {start} outside the video ({len(frames)} frames)")
-                mask = np.asarray(mask, dtype=bool)
-                if mask.shape != (H, W):
-                    raise ValueError(f"object {obj}: mask shape {mask.shape} differs from the frames ({H}, {W})")
-                by_start.setdefault(int(start), []).append((obj, mask))
-            for start, objects in sorted(by_start.items()):
-                ids = [o for o, _ in objects]
-                prompt = torch.from_numpy(np.stack([m for _, m in objects]))[:, None].to(device)
-                prompt = vm.resize_masks(prompt, size) > 0.5
-                B = len(ids)
-                cond, prev = {}, {}
-                num = len(frames) - start
-                for k in range(num):
-                    f, p = feats.frame(start + k, B)
-                    out = vm.track_frame(
-                        model.tracker, f, p, k, is_cond=(k == 0), cond_outputs=cond, prev_outputs=prev,
-                        num_frames=num, mask_inputs=prompt if k == 0 else None,
-                    )
-                    (cond if k == 0 else prev)[k] = out
-                    prev.pop(k - model.tracker.num_maskmem - model.tracker.max_obj_ptrs_in_encoder, None)
+            running: list[_Group] = []
+            for t in range(min(by_start), len(frames)):
+                outputs: list[tuple[_Group, vm.FrameOutput]] = []
+                if running:
+                    outputs += _propagate(tracker, feats, t, running)
+                if t in by_start:  # new objects join the running batch on their prompt frame
+                    objects = by_start[t]
+                    group = _Group(ids=[o for o, _ in objects], start=t, num_frames=len(frames) - t)
+                    prompt = torch.from_numpy(np.stack([m for _, m in objects]))[:, None].to(device)
+                    prompt = vm.resize_masks(prompt, size) > 0.5
+                    f, p = feats.frame(t, len(group.ids))
+                    out = vm.track_frame(tracker, f, p, 0, is_cond=True, cond_outputs={}, prev_outputs={},
+                                         num_frames=group.num_frames, mask_inputs=prompt)
+                    group.cond[0] = out
+                    running.append(group)
+                    outputs.append((group, out))
+                for group, out in outputs:
                     logits = F.interpolate(out.masks.float(), size=(H, W), mode="bilinear", align_corners=False)
                     binary = (logits[:, 0] > 0).cpu().numpy()
-                    for b, obj in enumerate(ids):
-                        results[obj][start + k] = binary[b]
+                    for b, obj in enumerate(group.ids):
+                        results[obj][t] = binary[b]
     finally:
         model.train(was_training)
     return results
+
+
+@dataclass
+class _Group:
+    """Objects prompted on the same frame: one memory bank, frames counted from the prompt frame."""
+
+    ids: list
+    start: int
+    num_frames: int
+    cond: dict = dataclasses.field(default_factory=dict)
+    prev: dict = dataclasses.field(default_factory=dict)
+
+
+def _propagate(tracker, feats: vm.ClipFeatures, t: int, groups: list[_Group]) -> list[tuple[_Group, vm.FrameOutput]]:
+    """Frame ``t`` for every running group: ``vm.track_frame``'s propagation step, with the memory attention
+    per group and the SAM heads and memory encoder batched over all their objects."""
+    sizes = [len(g.ids) for g in groups]
+    total = sum(sizes)
+    levels, pos = feats.frame(t, total)
+    top, high_res = levels[-1], levels[:-1]
+    pix, offset = [], 0
+    for group, n in zip(groups, sizes):
+        k = t - group.start
+        pix.append(vm.condition_on_memory(tracker, top[offset:offset + n], pos[-1][offset:offset + n], k, group.cond,
+                                          group.prev, group.num_frames))
+        offset += n
+    _, high, ious, _, high_best, obj_ptr, obj_logits = tracker._forward_sam_heads(
+        backbone_features=torch.cat(pix), point_inputs=None, mask_inputs=None, high_res_features=high_res,
+        multimask_output=tracker._use_multimask(False, None),
+    )
+    maskmem, maskmem_pos = vm.encode_memory(tracker, top, high_best, obj_logits, from_points=False)
+    outputs, offset = [], 0
+    for group, n in zip(groups, sizes):
+        part = slice(offset, offset + n)
+        offset += n
+        out = vm.FrameOutput(high[part], ious[part], obj_logits[part], high_best[part], obj_ptr[part],
+                             maskmem_features=maskmem[part], maskmem_pos_enc=maskmem_pos[part])
+        k = t - group.start
+        group.prev[k] = out
+        # older frames never enter the memory again (as the per-group loop dropped them)
+        group.prev.pop(k - tracker.num_maskmem - tracker.max_obj_ptrs_in_encoder, None)
+        outputs.append((group, out))
+    return outputs
