@@ -120,7 +120,7 @@ def starting_video_model(profile: str, model_params: dict, device: str, seed: in
         if tiny_tracker is not None:
             kwargs["tiny_tracker"] = tiny_tracker
     model = video_models.build_video_model(profile, seed=seed, **kwargs)
-    video_models.init_from_checkpoints(model, stage1_dir, None if profile == "tiny" else model_params.get("checkpoint"))
+    video_models.init_from_checkpoints(model, stage1_dir, video_models.starting_checkpoint(model, model_params))
     return model.to(device).eval()
 
 
