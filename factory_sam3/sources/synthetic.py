@@ -243,7 +243,7 @@ class Scene:
 
 
 def visible_masks(label: np.ndarray, tracks: list[int]) -> dict[int, np.ndarray]:
-    pixels = np.bincount(label.ravel(), minlength=256)  # one pass instead of one per track
+    pixels = np.bincount(label.ravel(), minlength=max(tracks, default=0) + 1)  # one pass, not one per track
     return {track: label == track for track in tracks if pixels[track] >= MIN_VISIBLE_PIXELS}
 
 
@@ -418,7 +418,7 @@ def render_video(cfg: dict, seed: int, index: int, video_path: Path) -> dict:
                 gain *= 0.75 if rng.random() < 0.5 else 1.25
             offset = int(round(speed * (n - 1 - t)))  # the belt texture moves with the items
             img = scene.background(offset)
-            label = np.zeros((height, width), np.uint8)
+            label = np.zeros((height, width), np.uint16)  # track ids
             for it in items:
                 x = it.s + speed * t
                 if -it.radius - 30 < x < width + it.radius + 30:
@@ -455,7 +455,7 @@ def render_image(cfg: dict, seed: int, index: int, negative: bool) -> tuple[np.n
     width, height = cfg["width"], cfg["height"]
     scene = Scene(rng, width, height, width + 1)
     img = scene.background(0)
-    label = np.zeros((height, width), np.uint8)
+    label = np.zeros((height, width), np.uint16)  # track ids
     tracks: dict[int, str] = {}
     if not negative:
         items = _plan_belt(rng, scene, 1, 0.0, "", 0)
