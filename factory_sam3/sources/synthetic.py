@@ -58,7 +58,7 @@ LANE_JITTER = 4.0  # px a belt item sits off its lane centre
 GAP = (20.0, 150.0)  # free belt between neighbours in a lane, px
 CLOSE_GAP = (2.0, 8.0)  # ... for a look-alike right behind its twin
 CLOSE_CHANCE = 0.3
-PART_SHARE = 0.5  # belt items that are parts (the rest are screws); with DEFECT_CHANCE keeps classes balanced
+CLASS_MIX = ("part_A", "screw")  # belt items, drawn from a shuffled bag; with DEFECT_CHANCE keeps classes balanced
 DEFECT_CHANCE = 0.85
 IDLE_SHARE = 0.5  # in an "idle line" video this share of the frames shows an empty belt (the negatives)
 MIN_VISIBLE_PIXELS = 12  # slivers smaller than this at the frame edge are not annotated
@@ -284,9 +284,14 @@ def _fill_lane(rng, next_track, lane_y: float, start: float, stop: float, items:
     direction = 1 if stop >= start else -1
     edge = start  # the free edge of the last placed item
     previous: BeltItem | None = None
+    # classes come from a shuffled bag (one part, one screw), so even the ~6 items a lane carries past the
+    # camera in one short video mix both classes: independent draws left whole videos without a screw
+    bag: list[str] = []
     while True:
         twin = previous is not None and rng.random() < CLOSE_CHANCE
-        category = previous.category if twin else ("part_A" if rng.random() < PART_SHARE else "screw")
+        if not twin and not bag:
+            bag = [CLASS_MIX[int(k)] for k in rng.permutation(len(CLASS_MIX))]
+        category = previous.category if twin else bag.pop()
         item = _make_item(rng, next_track, category)
         if previous is not None:
             edge += direction * float(rng.uniform(*(CLOSE_GAP if twin else GAP)))
