@@ -86,6 +86,25 @@ def test_sparse_keyframes_only_annotated_frames_are_sampled(tmp_path):
         assert bool(batch.supervised.all())
 
 
+def _strides(clip) -> set[int]:
+    timeline = clip.video.annotated
+    positions = [timeline.index(f) for f in clip.frames]
+    return {abs(b - a) for a, b in zip(positions, positions[1:])}
+
+
+def test_sampler_takes_consecutive_annotated_frames_unless_the_stride_augmentation_fires(tmp_path):
+    make_ytvis(tmp_path, "train", videos=2, frames=30, keyframe_every=2, formats=False, occlude=False)
+    videos = s2data.load_ytvis(tmp_path / "train")
+    consecutive = s2data.ClipSampler(videos, frames_per_clip=4, stride_min=2, stride_max=5, stride_prob=0.0)
+    always = s2data.ClipSampler(videos, frames_per_clip=4, stride_min=3, stride_max=3, stride_prob=1.0)
+    sometimes = s2data.ClipSampler(videos, frames_per_clip=4, stride_min=2, stride_max=5, stride_prob=0.2)
+    rng = np.random.default_rng(0)
+    assert all(_strides(consecutive.sample(rng)) == {1} for _ in range(50))
+    assert all(_strides(always.sample(rng)) == {3} for _ in range(50))
+    strided = sum(_strides(sometimes.sample(rng)) != {1} for _ in range(400))
+    assert 40 <= strided <= 120, strided  # ~0.2 x 400
+
+
 def test_bad_annotations_name_the_file_and_record(tmp_path):
     split = make_ytvis(tmp_path, "train", videos=1, frames=4, formats=False)
     data = json.loads((split / "annotations.json").read_text())
@@ -273,6 +292,8 @@ def test_bad_settings_are_user_errors():
         Stage2Settings.from_params({"frames_per_clip": 2, "num_cond_frames": 2})
     with pytest.raises(UserError, match="unknown key"):
         Stage2Settings.from_params({"epochz": 3})
+    with pytest.raises(UserError, match="stride_prob"):
+        Stage2Settings.from_params({"stride_prob": 1.5})
     model = video_models.build_video_model("tiny", seed=0)
     with pytest.raises(UserError, match="no parameters under"):
         apply_freeze(model, ["detector.nope"], [])

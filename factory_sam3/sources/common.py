@@ -19,7 +19,8 @@ def dump_json(path: Path, data: Any, indent: int | None = None) -> None:
     folder is renamed into place at the end, so a per-file atomic rename is not needed here.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=indent, sort_keys=True, separators=(",", ":") if indent is None else None)
+        # dumps, not dump: only the one-shot encoder runs in C (dump iterates in Python, ~10x slower)
+        handle.write(json.dumps(data, indent=indent, sort_keys=True, separators=(",", ":") if indent is None else None))
         handle.write("\n")
 
 

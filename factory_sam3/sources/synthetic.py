@@ -1,19 +1,22 @@
-"""The embedded default dataset: a deterministic, offline, synthetic factory work cell.
+"""The embedded default dataset: a deterministic, offline, synthetic factory work cell seen by a plant camera.
 
-A camera looks down on a conveyor belt. Parts (green hexagons, some with dark scratches or spots = defects)
-and screws (small silver discs with a slot) ride the belt from left to right; one or two robot grippers
-(orange claws on grey arms) sweep over the belt, occluding what is below them, and lift out of view for a
-while. While the belt is empty and the grippers are up, no target is in view: those frames are the
-negatives (``negative_fraction`` of each video). Lighting ramps and flickers, the belt texture moves, the
-sensor adds noise.
+A camera at 10 fps looks down on a conveyor belt with two lanes. Parts (green hexagons, most with a dark
+scratch or spot = defect) and screws (silver discs with a slot) ride the lanes from left to right at 2-4 px
+per frame, a fraction of a part's size (a real line at 10 fps, not a fast-forward). Same-class instances are
+look-alikes (same shape and colour, small variations) and often sit side by side: in the other lane at the
+same height, or close behind each other in one lane. One or two robot grippers (orange claws on grey arms)
+move over the belt at a similar speed, occluding what is below them. Some videos show the line running empty
+for a while (no part on the belt, grippers parked above the view): those frames are the negatives. Lighting
+changes slowly (a lamp drifting), flickers, and differs per camera; the sensor adds noise.
+
+Sizes are chosen for the model's default input (tiny profile: 224 x 224 with 14-px patches, so one feature
+cell is 16 x 12 px of a 256 x 192 frame): parts and grippers span 2-4 feature cells, screws and defects about
+one (the hard cases).
 
 Every object is drawn into a label map at the same time as into the picture, in depth order, so the
 per-frame masks are exactly the VISIBLE pixels of each instance (what the gripper covers is removed from the
-part below it) and track ids stay stable through a video.
-
-Classes are made easy to tell apart (shape, colour and size), so a tiny model learns them in a few CPU steps:
-gripper = large orange U, part_A = medium green hexagon, defect = small near-black mark on a part,
-screw = small silver disc.
+part below it) and track ids stay stable through a video. Keyframe-only videos (``sparse_videos``) are
+annotated on every ``keyframe_interval``-th frame only.
 
 Determinism: every random draw comes from ``numpy.random.default_rng([seed, kind, index])``, pixel maths is
 integer or IEEE multiply/add (no vectorised transcendental functions, whose last bit can vary by CPU), JSON
@@ -46,20 +49,29 @@ GRIPPER_ORANGE = (20, 135, 250)
 GRIPPER_TIP = (10, 90, 190)
 ARM_GREY = (128, 124, 120)
 
-SPEED_MIN, SPEED_MAX = 6, 9  # belt speed in pixels per frame
-PART_SHARE = 0.5  # belt items that are parts (the rest are screws); with DEFECT_CHANCE keeps classes balanced
-DEFECT_CHANCE = 0.9
+SPEED_MIN, SPEED_MAX = 2.0, 4.0  # belt speed, px per frame (10 fps): a part moves ~1/10 of its size
+GRIPPER_MAX_SPEED = 4.0  # px per frame, horizontal and vertical, at the fastest point of its path
+PART_RADIUS = (22.0, 26.0)  # hexagon: 38-52 px across = 2.4-3.3 feature cells at 224 px / 14-px patches
+SCREW_RADIUS = (8.0, 10.0)  # 16-20 px across: about one feature cell (a hard case)
+LANES = (0.27, 0.73)  # lane centres as a share of the belt's height
+LANE_JITTER = 4.0  # px a belt item sits off its lane centre
+GAP = (20.0, 150.0)  # free belt between neighbours in a lane, px
+CLOSE_GAP = (2.0, 8.0)  # ... for a look-alike right behind its twin
+CLOSE_CHANCE = 0.3
+CLASS_MIX = ("part_A", "screw")  # belt items, drawn from a shuffled bag; with DEFECT_CHANCE keeps classes balanced
+DEFECT_CHANCE = 0.85
+IDLE_SHARE = 0.5  # in an "idle line" video this share of the frames shows an empty belt (the negatives)
 MIN_VISIBLE_PIXELS = 12  # slivers smaller than this at the frame edge are not annotated
 JPEG_QUALITY = 95
 DEFAULTS = {
-    "num_videos": 10,
+    "num_videos": 50,
     "frames_per_video": 48,
     "fps": 10,
     "width": 256,
     "height": 192,
-    "num_images": 40,
+    "num_images": 60,
     "negative_fraction": 0.15,
-    "sparse_videos": 3,
+    "sparse_videos": 10,
     "keyframe_interval": 4,
 }
 KIND_VIDEO, KIND_IMAGE = 1, 2
@@ -91,7 +103,7 @@ class Defect:
 
 @dataclass
 class BeltItem:
-    """A part or a screw riding the belt: x(t) = s + speed * t."""
+    """A part or a screw riding the belt: x(t) = s + speed * t (s: its place on the belt)."""
 
     track: int
     category: str  # "part_A" | "screw"
@@ -99,28 +111,37 @@ class BeltItem:
     y: float
     radius: float
     angle: float
+    shade: tuple[int, int, int]  # small per-instance colour offset: look-alikes, not clones
     defect: Defect | None = None
+    _corners: np.ndarray | None = None  # hexagon corners relative to the centre, computed once
 
     def draw(self, img: np.ndarray, label: np.ndarray, x: float) -> None:
         if self.category == "part_A":
-            pts = np.array([[round(x + self.radius * math.cos(math.radians(self.angle + 60 * k))),
-                             round(self.y + self.radius * math.sin(math.radians(self.angle + 60 * k)))]
-                            for k in range(6)], np.int32)
-            cv2.fillPoly(img, [pts], PART_GREEN)
+            if self._corners is None:
+                self._corners = np.array([[self.radius * math.cos(math.radians(self.angle + 60 * k)),
+                                           self.radius * math.sin(math.radians(self.angle + 60 * k))]
+                                          for k in range(6)], np.float64)
+            pts = np.round(self._corners + np.array([x, self.y])).astype(np.int32)
+            cv2.fillPoly(img, [pts], _shaded(PART_GREEN, self.shade))
             cv2.fillPoly(label, [pts], self.track)
-            cv2.circle(img, (round(x), round(self.y)), round(self.radius * 0.45), PART_RING, 2)
+            cv2.circle(img, (round(x), round(self.y)), round(self.radius * 0.4), _shaded(PART_RING, self.shade), 2)
             if self.defect is not None:
                 poly = self.defect.polygon(x, self.y)
                 cv2.fillPoly(img, [poly], DEFECT_DARK)
                 cv2.fillPoly(label, [poly], self.defect.track)
         else:
             centre, r = (round(x), round(self.y)), round(self.radius)
-            cv2.circle(img, centre, r, SCREW_SILVER, -1)
+            cv2.circle(img, centre, r, _shaded(SCREW_SILVER, self.shade), -1)
             cv2.circle(label, centre, r, self.track, -1)
             c, s = math.cos(math.radians(self.angle)), math.sin(math.radians(self.angle))
             d = r - 2
             cv2.line(img, (round(x - d * c), round(self.y - d * s)), (round(x + d * c), round(self.y + d * s)),
                      SCREW_SLOT, 2)
+
+
+def _shaded(colour: tuple[int, int, int], shade: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (min(255, max(0, colour[0] + shade[0])), min(255, max(0, colour[1] + shade[1])),
+            min(255, max(0, colour[2] + shade[2])))
 
 
 @dataclass
@@ -141,24 +162,24 @@ class Gripper:
     def pose(self, t: int) -> tuple[float, float, float]:
         x = self.cx + self.ax * math.sin(2 * math.pi * self.fx * t + self.phase_x)
         y = self.cy + self.ay * math.sin(2 * math.pi * self.fy * t + self.phase_y)
-        opening = 12 + 5 * math.sin(2 * math.pi * 0.07 * t + self.phase_y)
+        opening = 14 + 4 * math.sin(2 * math.pi * 0.05 * t + self.phase_y)
         return x, y - (self.lift[t] if self.lift else 0.0), opening
 
     def draw(self, img: np.ndarray, label: np.ndarray, x: float, y: float, opening: float) -> None:
         # the arm is not a target: it occludes (label 0) but is not annotated
-        arm = np.array([[round(x - 7), -5], [round(x + 7), -5], [round(x + 7), round(y)], [round(x - 7), round(y)]],
+        arm = np.array([[round(x - 8), -5], [round(x + 8), -5], [round(x + 8), round(y)], [round(x - 8), round(y)]],
                        np.int32)
         cv2.fillPoly(img, [arm], ARM_GREY)
         cv2.fillPoly(label, [arm], 0)
-        half = opening + 9
-        palm = [(-half, 0), (half, 0), (half, 11), (-half, 11)]
-        left = [(-half, 11), (-half + 9, 11), (-half + 7, 34), (-half + 2, 34)]
-        right = [(half - 9, 11), (half, 11), (half - 2, 34), (half - 7, 34)]
+        half = opening + 12
+        palm = [(-half, 0), (half, 0), (half, 13), (-half, 13)]
+        left = [(-half, 13), (-half + 11, 13), (-half + 9, 42), (-half + 2, 42)]
+        right = [(half - 11, 13), (half, 13), (half - 2, 42), (half - 9, 42)]
         polys = [np.array([[round(x + u), round(y + v)] for u, v in part], np.int32) for part in (palm, left, right)]
         cv2.fillPoly(img, polys, GRIPPER_ORANGE)
         cv2.fillPoly(label, polys, self.track)
-        for tip_x in (-half + 4.5, half - 4.5):
-            cv2.circle(img, (round(x + tip_x), round(y + 30)), 3, GRIPPER_TIP, -1)
+        for tip_x in (-half + 5.5, half - 5.5):
+            cv2.circle(img, (round(x + tip_x), round(y + 37)), 3, GRIPPER_TIP, -1)
 
 
 # ------------------------------------------------------------------------------------------- the scene
@@ -171,6 +192,7 @@ class Scene:
         self.belt_top = int(round(height * 0.18))
         self.belt_bottom = int(round(height * 0.88))
         belt_h = self.belt_bottom - self.belt_top
+        self.lanes = tuple(self.belt_top + share * belt_h for share in LANES)
 
         base = np.empty((height, width, 3), np.uint8)
         steel = np.array([112, 104, 96], np.int16) + rng.integers(-10, 11, 3)
@@ -183,20 +205,23 @@ class Scene:
         cv2.line(base, (0, self.belt_bottom), (width, self.belt_bottom), (30, 30, 30), 2)
         self.base = base
 
-        # belt: dark rubber with grain and slats, longer than the view so it can scroll
+        # belt: dark rubber with grain, slats and a faint lane divider, longer than the view so it can scroll
         belt_grey = int(rng.integers(58, 78))
         strip = np.full((belt_h, strip_length, 3), belt_grey, np.int16)
         strip += rng.integers(-9, 10, (belt_h, strip_length, 1), dtype=np.int16)
         for sx in range(int(rng.integers(0, 18)), strip_length, 18):
             strip[:, sx : sx + 2] -= 16
+        divider = belt_h // 2
+        strip[divider - 1 : divider + 1] += 10
         self.strip = np.clip(strip, 0, 255).astype(np.uint8)
 
         # a lamp on one side: brighter there, darker on the far side (multiplier per column)
         lamp_x = float(rng.uniform(0, width))
-        falloff = float(rng.uniform(0.15, 0.35))
+        falloff = float(rng.uniform(0.15, 0.3))
         cols = [1.0 - falloff * ((x - lamp_x) / width) ** 2 for x in range(width)]
         self.spot = np.array(cols, np.float32)[None, :, None]
         self.tint = np.array([1.0 + float(v) for v in rng.uniform(-0.07, 0.07, 3)], np.float32)
+        self.noise: np.ndarray | None = None  # sensor noise, drawn on the first frame
 
     def background(self, offset: int) -> np.ndarray:
         img = self.base.copy()
@@ -204,133 +229,136 @@ class Scene:
         return img
 
     def finish(self, img: np.ndarray, gain: float, rng: np.random.Generator) -> np.ndarray:
-        """Lighting, sensor noise and a little optical blur."""
-        lit = img.astype(np.float32) * (self.spot * (self.tint * np.float32(gain)))
-        lit += rng.integers(-4, 5, img.shape, dtype=np.int16).astype(np.float32)
-        out = np.clip(lit, 0, 255).astype(np.uint8)
+        """Lighting, sensor noise and a little optical blur, in integer maths (fast and the same on every CPU):
+        the light is a per-column, per-channel multiplier in 1/128 steps; the noise (+-4 grey levels) is
+        drawn once per scene and shifted by a random offset per frame."""
+        scale = np.round(self.spot * (self.tint * np.float32(gain)) * 128).astype(np.uint16)
+        lit = (img.astype(np.uint16) * scale) >> 7
+        if self.noise is None:
+            self.noise = rng.integers(0, 9, (self.height * 2, self.width, 3), dtype=np.uint16)
+        start = int(rng.integers(0, self.height))
+        lit += self.noise[start : start + self.height]
+        out = (np.clip(lit, 4, 259) - 4).astype(np.uint8)
         return cv2.GaussianBlur(out, (3, 3), 0)
 
 
 def visible_masks(label: np.ndarray, tracks: list[int]) -> dict[int, np.ndarray]:
-    out = {}
-    for track in tracks:
-        mask = label == track
-        if int(mask.sum()) >= MIN_VISIBLE_PIXELS:
-            out[track] = mask
-    return out
+    pixels = np.bincount(label.ravel(), minlength=max(tracks, default=0) + 1)  # one pass, not one per track
+    return {track: label == track for track in tracks if pixels[track] >= MIN_VISIBLE_PIXELS}
 
+
+# ------------------------------------------------------------------------------------------- belt plan
 
 def _make_defect(rng: np.random.Generator, track: int, radius: float) -> Defect:
     shape = "scratch" if rng.random() < 0.5 else "spot"
-    reach = radius * 0.4
+    reach = radius * 0.35
     return Defect(
         track=track,
         dx=float(rng.uniform(-reach, reach)),
         dy=float(rng.uniform(-reach, reach)),
         shape=shape,
-        length=float(rng.uniform(14, 18) if shape == "scratch" else rng.uniform(10, 13)),
-        width=float(rng.uniform(4.5, 6) if shape == "scratch" else rng.uniform(7, 9)),
+        length=float(rng.uniform(18, 26) if shape == "scratch" else rng.uniform(12, 16)),
+        width=float(rng.uniform(5, 7) if shape == "scratch" else rng.uniform(9, 12)),
         angle=float(rng.uniform(0, 180)),
     )
 
 
-def _make_item(rng: np.random.Generator, next_track: list[int], s: float, y: float, category: str,
-               defect_chance: float) -> BeltItem:
+def _make_item(rng: np.random.Generator, next_track: list[int], category: str) -> BeltItem:
     track = next_track[0]
     next_track[0] += 1
+    shade = tuple(int(v) for v in rng.integers(-10, 11, 3))
     if category == "part_A":
-        radius = float(rng.uniform(16, 20))
-        item = BeltItem(track, "part_A", s, y, radius, float(rng.uniform(0, 60)))
-        if rng.random() < defect_chance:
+        radius = float(rng.uniform(*PART_RADIUS))
+        item = BeltItem(track, "part_A", 0.0, 0.0, radius, float(rng.uniform(0, 60)), shade)
+        if rng.random() < DEFECT_CHANCE:
             item.defect = _make_defect(rng, next_track[0], radius)
             next_track[0] += 1
         return item
-    return BeltItem(track, "screw", s, y, float(rng.uniform(7, 8.5)), float(rng.uniform(0, 180)))
+    return BeltItem(track, "screw", 0.0, 0.0, float(rng.uniform(*SCREW_RADIUS)), float(rng.uniform(0, 180)), shade)
 
 
-# ------------------------------------------------------------------------------------------- videos
-
-def _fill_batch(rng, next_track, start: float, stop: float, belt: tuple[float, float], items: list[BeltItem]) -> None:
-    """Place items along belt coordinates from ``start`` towards ``stop`` (either direction): the first one
-    right at ``start`` (the edge of the empty-belt gap), the others spaced so no two overlap."""
+def _fill_lane(rng, next_track, lane_y: float, start: float, stop: float, items: list[BeltItem]) -> None:
+    """Items along one lane, in belt coordinates, from ``start`` towards ``stop`` (either direction): the
+    first one's edge right at ``start``, no item reaching past ``stop``. A look-alike often follows its twin
+    closely (same class, a few px apart)."""
     direction = 1 if stop >= start else -1
-    s = start
-    previous_radius = None
-    while (s - stop) * direction <= 0:
-        category = "part_A" if rng.random() < PART_SHARE else "screw"
-        item = _make_item(rng, next_track, 0.0, 0.0, category, defect_chance=DEFECT_CHANCE)
-        if previous_radius is None:
-            s += direction * item.radius
-        else:
-            s += direction * (previous_radius + item.radius + float(rng.uniform(4, 35)))
-        if (s - stop) * direction > 0:
+    edge = start  # the free edge of the last placed item
+    previous: BeltItem | None = None
+    # classes come from a shuffled bag (one part, one screw), so even the ~6 items a lane carries past the
+    # camera in one short video mix both classes: independent draws left whole videos without a screw
+    bag: list[str] = []
+    while True:
+        twin = previous is not None and rng.random() < CLOSE_CHANCE
+        if not twin and not bag:
+            bag = [CLASS_MIX[int(k)] for k in rng.permutation(len(CLASS_MIX))]
+        category = previous.category if twin else bag.pop()
+        item = _make_item(rng, next_track, category)
+        if previous is not None:
+            edge += direction * float(rng.uniform(*(CLOSE_GAP if twin else GAP)))
+        centre = edge + direction * item.radius
+        if (centre + direction * item.radius - stop) * direction > 0:
             break
-        item.s = s
-        item.y = float(rng.uniform(belt[0] + item.radius + 2, belt[1] - item.radius - 2))
+        item.s = centre
+        item.y = lane_y + float(rng.uniform(-LANE_JITTER, LANE_JITTER))
         items.append(item)
-        previous_radius = item.radius
+        edge = centre + direction * item.radius
+        previous = item
 
 
-def _plan_video(rng: np.random.Generator, cfg: dict, scene: Scene) -> tuple[list[BeltItem], list[Gripper], int, range]:
-    n, width = cfg["frames_per_video"], cfg["width"]
-    speed = int(rng.integers(SPEED_MIN, SPEED_MAX + 1))
-    gap_len = int(round(cfg["negative_fraction"] * n))
-    where = int(rng.integers(0, 3))  # 0: empty belt at the start, 1: in the middle, 2: at the end
-    if gap_len == 0:
-        gap_start = n
-    elif where == 0:
-        gap_start = 0
-    elif where == 2 or n - gap_len - n // 4 <= n // 4:
-        gap_start = n - gap_len
-    else:
-        gap_start = int(rng.integers(n // 4, n - gap_len - n // 4))
-    gap = range(gap_start, gap_start + gap_len)
-    belt = (float(scene.belt_top), float(scene.belt_bottom))
+def _plan_belt(rng: np.random.Generator, scene: Scene, n: int, speed: float, idle: str, gap_len: int) -> list[BeltItem]:
+    """The belt's load for an n-frame video. ``idle`` is "" (busy line), "start" (the belt runs empty for the
+    first ``gap_len`` frames, then parts arrive) or "end" (the last parts leave, then it runs empty)."""
+    width = scene.width
+    margin = PART_RADIUS[1] + 2
+    # belt coordinates that pass through the view during the video: an item at s is at x = s + speed * t
+    lo, hi = -speed * (n - 1) - margin, width + margin
+    if idle == "start":  # nothing may be in view before frame gap_len: right edges at most -speed*(gap_len-1)
+        hi = -speed * (gap_len - 1)
+    elif idle == "end":  # everything has left the view at frame n - gap_len: left edges at least width - speed*(...)
+        lo = width - speed * (n - gap_len)
     items: list[BeltItem] = []
     next_track = [1]
-    margin = 24.0  # more than the largest item radius
-    if gap_start > 0:
-        # items that have left the view when the gap starts (x(gap_start) >= width + radius); the first
-        # one leaves exactly then, the others earlier
-        _fill_batch(rng, next_track, width - speed * gap_start, width + margin, belt, items)
-    if gap.stop < n:
-        # items that enter the view only after the gap (x(gap.stop - 1) <= -radius); the first one enters
-        # right after it, the others later
-        _fill_batch(rng, next_track, -speed * (gap.stop - 1), -margin - speed * (n - 1), belt, items)
-    # nothing may show during the gap: drop anything the radius bookkeeping let through
-    # and anything never in view at all
-    items = [
-        it for it in items
-        if not any(-it.radius < it.s + speed * t < width + it.radius for t in gap)
-        and any(-it.radius < it.s + speed * t < width + it.radius for t in range(n))
-    ]
+    tight = int(rng.integers(len(scene.lanes)))  # one lane runs right up to the empty stretch
+    for lane, lane_y in enumerate(scene.lanes):
+        slack = 0.0 if lane == tight else float(rng.uniform(0, 12))
+        if idle == "start":
+            _fill_lane(rng, next_track, lane_y, hi - slack, lo, items)
+        else:
+            _fill_lane(rng, next_track, lane_y, lo + slack - (0 if idle else float(rng.uniform(0, 40))), hi, items)
+    # keep only what is in view at some point
+    return [it for it in items if any(-it.radius < it.s + speed * t < width + it.radius for t in range(n))]
 
+
+def _plan_grippers(rng: np.random.Generator, scene: Scene, n: int, gap: range, next_track: int) -> list[Gripper]:
+    width, height = scene.width, scene.height
+    count = 1 if rng.random() < 0.5 else 2
     grippers = []
-    for _ in range(int(rng.integers(1, 3))):
+    for k in range(count):
+        # two grippers work different halves of the view (their paths may still cross)
+        low, high = (0.2, 0.8) if count == 1 else ((0.15, 0.45) if k == 0 else (0.55, 0.85))
+        ax = float(rng.uniform(width * 0.08, width * 0.25))
+        ay = float(rng.uniform(5, 18))
         g = Gripper(
-            track=next_track[0],
-            cx=float(rng.uniform(width * 0.25, width * 0.75)),
-            cy=float(rng.uniform(scene.belt_top + 5, scene.belt_bottom - 55)),
-            ax=float(rng.uniform(width * 0.15, width * 0.3)),
-            ay=float(rng.uniform(8, 25)),
-            fx=float(rng.uniform(0.015, 0.04)),
-            fy=float(rng.uniform(0.03, 0.07)),
+            track=next_track + k,
+            cx=float(rng.uniform(width * low, width * high)),
+            cy=float(rng.uniform(scene.belt_top - 8, scene.belt_bottom - 62)),
+            ax=ax,
+            ay=ay,
+            # peak speed 2*pi*a*f at most GRIPPER_MAX_SPEED px per frame
+            fx=float(rng.uniform(0.4, 1.0)) * GRIPPER_MAX_SPEED / (2 * math.pi * ax),
+            fy=float(rng.uniform(0.4, 1.0)) * GRIPPER_MAX_SPEED / (2 * math.pi * ay),
             phase_x=float(rng.uniform(0, 2 * math.pi)),
             phase_y=float(rng.uniform(0, 2 * math.pi)),
         )
-        next_track[0] += 1
-        full_lift = float(cfg["height"] + 60)
-        ramp = 5
+        # parked above the view while the line is idle; a quick lift/descent around it
+        full_lift, ramp = float(height + 60), 6
         lift = []
-        for t in range(n):
-            if not gap:
-                lift.append(0.0)
-                continue
+        for t in range(n if gap else 0):
             dist = gap.start - t if t < gap.start else (t - gap.stop + 1 if t >= gap.stop else 0)
             lift.append(full_lift if dist <= 0 else max(0.0, full_lift * (1 - dist / ramp)))
         g.lift = lift
         grippers.append(g)
-    return items, grippers, speed, gap
+    return grippers
 
 
 def _categories_by_track(items: list[BeltItem], grippers: list[Gripper]) -> dict[int, str]:
@@ -344,17 +372,43 @@ def _categories_by_track(items: list[BeltItem], grippers: list[Gripper]) -> dict
     return tracks
 
 
+def _spread(index: int, chosen: int, total: int, shift: float = 0.0) -> bool:
+    """True for ``chosen`` of ``total`` indices, evenly spread (so every split gets its share)."""
+    if chosen <= 0 or total <= 0:
+        return False
+    position = (index + shift) % total
+    return math.floor((position + 1) * chosen / total) > math.floor(position * chosen / total)
+
+
+def video_kind(cfg: dict, index: int) -> tuple[bool, bool]:
+    """(keyframe-only, idle line) for video ``index``."""
+    n_videos = cfg["num_videos"]
+    sparse = _spread(index, cfg["sparse_videos"], n_videos)
+    idle_videos = int(round(cfg["negative_fraction"] * n_videos / IDLE_SHARE))
+    idle = _spread(index, idle_videos, n_videos, shift=n_videos / max(1, 2 * idle_videos) + 1)
+    return sparse, idle
+
+
+# ------------------------------------------------------------------------------------------- videos
+
 def render_video(cfg: dict, seed: int, index: int, video_path: Path) -> dict:
     """Write one mp4 and return its annotation record (layout.py ``video_annotations`` format)."""
     rng = np.random.default_rng([seed, KIND_VIDEO, index])
     n, width, height = cfg["frames_per_video"], cfg["width"], cfg["height"]
-    scene = Scene(rng, width, height, width + SPEED_MAX * n + 1)
-    items, grippers, speed, gap = _plan_video(rng, cfg, scene)
+    sparse, idle = video_kind(cfg, index)
+    speed = float(rng.uniform(SPEED_MIN, SPEED_MAX))
+    scene = Scene(rng, width, height, width + int(math.ceil(SPEED_MAX * n)) + 2)
+    gap_len = int(round(IDLE_SHARE * n)) if idle else 0
+    idle_at = ("start" if rng.random() < 0.5 else "end") if idle else ""
+    gap = range(0, gap_len) if idle_at == "start" else range(n - gap_len, n)
+    items = _plan_belt(rng, scene, n, speed, idle_at, gap_len)
+    first_gripper = max([it.defect.track if it.defect else it.track for it in items], default=0) + 1
+    grippers = _plan_grippers(rng, scene, n, gap, first_gripper)
     tracks = _categories_by_track(items, grippers)
-    sparse = index >= cfg["num_videos"] - cfg["sparse_videos"]
     keyframe = cfg["keyframe_interval"] if sparse else 1
 
-    ramp_amp = float(rng.uniform(0.1, 0.3)) * (1 if rng.random() < 0.5 else -1)
+    # lighting: a slow drift (a lamp warming up, daylight), now and then a flickering tube
+    ramp_amp = float(rng.uniform(0.1, 0.25)) * (1 if rng.random() < 0.5 else -1)
     cycles = float(rng.uniform(0.5, 1.5))
     phase = float(rng.uniform(0, 2 * math.pi))
     writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), float(cfg["fps"]), (width, height))
@@ -365,18 +419,18 @@ def render_video(cfg: dict, seed: int, index: int, video_path: Path) -> dict:
     try:
         for t in range(n):
             gain = 1.0 + ramp_amp * math.sin(2 * math.pi * cycles * t / n + phase)
-            if rng.random() < 0.08:  # a fluorescent tube flickers
-                gain *= 0.7 if rng.random() < 0.5 else 1.3
-            offset = speed * (n - 1 - t)
+            if rng.random() < 0.06:
+                gain *= 0.75 if rng.random() < 0.5 else 1.25
+            offset = int(round(speed * (n - 1 - t)))  # the belt texture moves with the items
             img = scene.background(offset)
-            label = np.zeros((height, width), np.uint8)
+            label = np.zeros((height, width), np.uint16)  # track ids
             for it in items:
                 x = it.s + speed * t
                 if -it.radius - 30 < x < width + it.radius + 30:
                     it.draw(img, label, x)
             for g in grippers:
                 x, y, opening = g.pose(t)
-                if y > -40:
+                if y > -50:
                     g.draw(img, label, x, y, opening)
             frame = scene.finish(img, gain, rng)
             writer.write(frame)
@@ -400,37 +454,24 @@ def render_video(cfg: dict, seed: int, index: int, video_path: Path) -> dict:
 # ------------------------------------------------------------------------------------------- stills
 
 def render_image(cfg: dict, seed: int, index: int, negative: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """One still of the work cell and its per-class visible masks (empty dict for a negative)."""
+    """One still of the work cell (a frame of a busy line, or an empty belt for a negative) and its
+    per-class visible masks (empty dict for a negative)."""
     rng = np.random.default_rng([seed, KIND_IMAGE, index])
     width, height = cfg["width"], cfg["height"]
     scene = Scene(rng, width, height, width + 1)
     img = scene.background(0)
-    label = np.zeros((height, width), np.uint8)
+    label = np.zeros((height, width), np.uint16)  # track ids
     tracks: dict[int, str] = {}
     if not negative:
-        next_track = [1]
-        placed: list[BeltItem] = []
-        for _ in range(int(rng.integers(3, 7))):
-            category = "part_A" if rng.random() < PART_SHARE else "screw"
-            item = _make_item(rng, next_track, 0.0, 0.0, category, defect_chance=DEFECT_CHANCE)
-            for _attempt in range(20):  # items do not overlap on the belt
-                item.s = float(rng.uniform(item.radius, width - item.radius))
-                item.y = float(rng.uniform(scene.belt_top + item.radius + 2, scene.belt_bottom - item.radius - 2))
-                if all(math.hypot(item.s - o.s, item.y - o.y) > item.radius + o.radius + 4 for o in placed):
-                    placed.append(item)
-                    break
-        grippers = []
-        for _ in range(int(rng.integers(1, 3))):
-            grippers.append(Gripper(next_track[0], float(rng.uniform(30, width - 30)),
-                                    float(rng.uniform(scene.belt_top, scene.belt_bottom - 45)),
-                                    0, 0, 0, 0, 0, float(rng.uniform(0, 2 * math.pi))))
-            next_track[0] += 1
-        tracks = _categories_by_track(placed, grippers)
-        for it in placed:
+        items = _plan_belt(rng, scene, 1, 0.0, "", 0)
+        first_gripper = max([it.defect.track if it.defect else it.track for it in items], default=0) + 1
+        grippers = _plan_grippers(rng, scene, 1, range(0), first_gripper)
+        tracks = _categories_by_track(items, grippers)
+        for it in items:
             it.draw(img, label, it.s)
         for g in grippers:
-            g.draw(img, label, *g.pose(0))
-    gain = float(rng.uniform(0.7, 1.25))
+            g.draw(img, label, *g.pose(int(rng.integers(0, 200))))
+    gain = float(rng.uniform(0.8, 1.2))
     picture = scene.finish(img, gain, rng)
     per_class: dict[str, np.ndarray] = {}
     for track, mask in visible_masks(label, sorted(tracks)).items():
@@ -444,6 +485,10 @@ def render_image(cfg: dict, seed: int, index: int, negative: bool) -> tuple[np.n
 def _config(params: dict) -> dict:
     cfg = dict(DEFAULTS)
     cfg.update(params.get("synthetic") or {})
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown key 'fetch.synthetic.{unknown[0]}' (known: {', '.join(sorted(DEFAULTS))})",
+                        "params.yaml")
     ints = ("num_videos", "frames_per_video", "width", "height", "num_images", "sparse_videos", "keyframe_interval")
     for key in ints:
         value = cfg[key]

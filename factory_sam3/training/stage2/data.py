@@ -7,9 +7,10 @@ video lists it in an optional ``annotated_frames``); on an annotated frame a ``n
 on other frames nothing is known. Sparse keyframes are therefore fine: clips are sampled along the annotated
 frames, so every clip frame is supervised.
 
-``ClipSampler.sample(rng)`` draws a clip SAM2-style: a video, a stride in ``[stride_min, stride_max]`` (in
-annotated frames), ``frames_per_clip`` frames, random time reversal, a first frame on which at least one object
-is visible, and at most ``max_objects`` of the objects visible there. ``ClipAugment`` applies one random
+``ClipSampler.sample(rng)`` draws a clip SAM2-style: a video, ``frames_per_clip`` CONSECUTIVE annotated frames
+(SAM 2's default; with probability ``stride_prob`` a stride in ``[stride_min, stride_max]`` annotated frames
+instead, the guide's range as an augmentation for larger motion), random time reversal, a first frame on which
+at least one object is visible, and at most ``max_objects`` of the objects visible there. ``ClipAugment`` applies one random
 transform (flip, scale-crop, colour jitter) identically to every frame of the clip, and ``collate_clip`` returns a
 ``ClipBatch`` that keeps the object <-> frame bookkeeping (which object is which track, which clip frame is which
 video frame, where each object is present).
@@ -148,6 +149,7 @@ class ClipSampler:
     stride_max: int = 5
     reverse_prob: float = 0.5
     max_objects: int = 3
+    stride_prob: float = 0.2  # share of clips with a stride from [stride_min, stride_max]; the rest stride 1
 
     def __post_init__(self):
         self.usable = [v for v in self.videos if len(v.annotated) >= 2 and any(v.visible(f) for f in v.annotated)]
@@ -161,7 +163,9 @@ class ClipSampler:
         if reverse:
             timeline = timeline[::-1]
         n = min(self.frames_per_clip, len(timeline))
-        stride = int(rng.integers(self.stride_min, self.stride_max + 1))
+        # consecutive annotated frames unless this clip is one of the strided (larger-motion) augmentations
+        strided = bool(rng.random() < self.stride_prob)
+        stride = int(rng.integers(self.stride_min, self.stride_max + 1)) if strided else 1
         while stride > 1 and (n - 1) * stride >= len(timeline):
             stride -= 1
         last_start = len(timeline) - 1 - (n - 1) * stride

@@ -55,6 +55,7 @@ class Stage2Settings:
     frames_per_clip: int = 4
     stride_min: int = 1
     stride_max: int = 5
+    stride_prob: float = 0.2
     reverse_prob: float = 0.5
     max_objects: int = 3
     prompt_probs: dict = field(default_factory=lambda: {"mask": 0.5, "box": 0.25, "points": 0.25})
@@ -104,8 +105,10 @@ class Stage2Settings:
             bad("stride_min", f"is larger than stride_max ({self.stride_min} > {self.stride_max})")
         if self.num_cond_frames >= self.frames_per_clip:
             bad("num_cond_frames", "must be smaller than frames_per_clip (frames must be left to track)")
-        if not 0.0 <= float(self.reverse_prob) <= 1.0:
-            bad("reverse_prob", "must be in [0, 1]")
+        for key in ("reverse_prob", "stride_prob"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                bad(key, f"must be a number in [0, 1], got {value!r}")
         probs = self.prompt_probs
         if not isinstance(probs, dict) or set(probs) - set(PROMPTS) or not probs:
             bad("prompt_probs", f"must map some of {', '.join(PROMPTS)} to probabilities")
@@ -411,8 +414,9 @@ def _train(ctx: Context) -> Optional[dict]:
     if not train_videos:
         raise UserError("no training videos (expected train/annotations.json)", ctx.data_dir)
     heldout = load_split(ctx.data_dir, "valid") or load_split(ctx.data_dir, "test")
-    sampler = ClipSampler(train_videos, settings.frames_per_clip, settings.stride_min, settings.stride_max,
-                          settings.reverse_prob, settings.max_objects)
+    sampler = ClipSampler(train_videos, frames_per_clip=settings.frames_per_clip, stride_min=settings.stride_min,
+                          stride_max=settings.stride_max, reverse_prob=settings.reverse_prob,
+                          max_objects=settings.max_objects, stride_prob=settings.stride_prob)
     augment = ClipAugment(enabled=settings.augment)
 
     model, report = prepare_model(ctx)
