@@ -51,7 +51,7 @@ class EvalSettings:
     gif_frames: int = 24
     vis: bool = True               # text-prompted video instance segmentation (detector + tracker)
     vis_keyframe_stride: int = 8   # the detector looks for new objects every N-th frame
-    vis_min_score: float = 0.5     # detections that start a track
+    vis_min_score: float | None = 0.5  # detections that start a track (None: calibrated on the valid split)
     vis_max_tracks: int = 20       # per video
     pictures_dir: Path | None = None
     label: str = ""                # "baseline" / "finetuned": names the pictures
@@ -261,60 +261,42 @@ def empty_tracker(frames, prompts):
 # ---------------------------------------------------------------------------------------------- video instance segmentation
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
-
-
 def evaluate_vis(predict_image: PredictImage, track: Track, split_dir: str | Path,
                  settings: EvalSettings) -> dict[str, Any]:
     """Text-prompted video instance segmentation, scored with YTVIS mAP (sam3.eval.ytvis_eval).
 
-    On every ``vis_keyframe_stride``-th frame the image model is prompted with each class name; a
-    detection scoring at least ``vis_min_score`` that overlaps no object already tracked there
-    (mask IoU < 0.5) starts a new track, which the tracker follows from that frame on. A masklet's
-    score is its starting detection's score; its class is the prompt that found it.
+    The detect-then-track loop is ``factory_sam3.inference.vis`` (the one ``predict`` runs). Its detection
+    threshold is ``vis_min_score``, or (``None``) the one with the best detection F1 on the validation
+    split beside ``split_dir``; when no threshold finds any object there, the mAP is ``None`` with the reason.
     """
+    from factory_sam3.inference import vis
+
     split_dir = Path(split_dir)
-    ann_file = split_dir / YTVIS_ANNOTATIONS
     gt, videos = load_ytvis_split(split_dir, settings.max_videos)
     name_to_id, _ = coco_format.category_maps(gt["categories"])
     class_names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+    min_score, note = settings.vis_min_score, None
+    if min_score is None:
+        calibration = vis.calibrate_on_split(predict_image, split_dir.parent / "valid", class_names,
+                                             settings.vis_keyframe_stride)
+        min_score, note = calibration.min_score, calibration.reason
+        if min_score is None:
+            return {"metrics": {"vis_mAP": None, "vis_AP50": None, "vis_tracks": 0, "vis_min_score": None,
+                                "vis_note": note}, "masklets": []}
+    vis_settings = vis.VisSettings(keyframe_stride=settings.vis_keyframe_stride, min_score=min_score,
+                                   max_tracks=settings.vis_max_tracks)
     masklets: list[dict] = []
-    stride = max(1, settings.vis_keyframe_stride)
     for video in tqdm(videos, desc=f"vis {settings.label}".strip(), leave=False):
-        frames = [_read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}")
-                  for name in video["file_names"]]
-        prompts: dict[int, tuple[int, np.ndarray]] = {}
-        found: dict[int, tuple[str, float]] = {}
-        tracked: Mapping[Any, Sequence[Any]] = {}
-        tracked_prompts = 0
-        for k in range(0, len(frames), stride):
-            detections = [d for d in predict_image(frames[k], class_names) if float(d["score"]) >= settings.vis_min_score]
-            detections.sort(key=lambda d: -float(d["score"]))
-            if not detections or len(prompts) >= settings.vis_max_tracks:
-                continue
-            if prompts and tracked_prompts != len(prompts):
-                tracked, tracked_prompts = track(frames, prompts), len(prompts)
-            here = [np.asarray(m[k], bool) for m in tracked.values() if m[k] is not None]
-            for det in detections:
-                mask = np.asarray(det["mask"], dtype=bool)
-                if not mask.any() or any(_iou(mask, other) >= 0.5 for other in here):
-                    continue
-                obj = len(prompts) + 1
-                prompts[obj] = (k, mask)
-                found[obj] = (det["category"], float(det["score"]))
-                here.append(mask)
-                if len(prompts) >= settings.vis_max_tracks:
-                    break
-        if not prompts:
-            continue
-        if tracked_prompts != len(prompts):
-            tracked = track(frames, prompts)
-        for obj, (category, score) in found.items():
-            segs = [None if m is None or not np.asarray(m).any() else mask_to_rle(np.asarray(m, bool))
-                    for m in tracked.get(obj, [None] * len(frames))]
-            masklets.append({"video_id": video["id"], "category_id": name_to_id[category], "score": score,
-                             "segmentations": segs})
+        collector = vis.MaskletCollector()
+        frames = (_read_rgb(split_dir / name, split_dir / YTVIS_ANNOTATIONS, f"video {video['id']} frame {name}")
+                  for name in video["file_names"])
+        session = vis.tracker_session(track, len(video["file_names"]))
+        for result in vis.segment_video(frames, predict_image, session, class_names, vis_settings):
+            collector.add(result)
+        masklets += collector.masklets(video["id"], name_to_id)
     ytvis = metrics.ytvis_map(gt, masklets)
-    return {"metrics": {"vis_mAP": ytvis["mAP"], "vis_AP50": ytvis["AP50"], "vis_tracks": len(masklets)}}
+    result = {"vis_mAP": ytvis["mAP"], "vis_AP50": ytvis["AP50"], "vis_tracks": len(masklets),
+              "vis_min_score": min_score}
+    if note:
+        result["vis_note"] = note
+    return {"metrics": result, "masklets": masklets}
