@@ -206,7 +206,8 @@ class MaskletCollector:
         for obj, track in sorted(self.tracks.items()):
             segs = self.segmentations[obj] + [None] * (self.frames - len(self.segmentations[obj]))
             out.append({
-                "video_id": int(video_id), "category_id": int(category_ids[track.category]),
+                # YouTube-VIS names the video "video_id"; sam3's evaluator (videos as COCO images) "image_id"
+                "video_id": int(video_id), "image_id": int(video_id), "category_id": int(category_ids[track.category]),
                 "score": track.score, "segmentations": segs,
                 "bboxes": [None if s is None else [float(v) for v in mask_util.toBbox(_coco_rle(s))] for s in segs],
                 "areas": [None if s is None else int(mask_util.area(_coco_rle(s))) for s in segs],
