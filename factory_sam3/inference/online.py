@@ -108,6 +108,7 @@ class OnlineTracker:
                                   prev_outputs=state.prev, num_frames=state.num_frames, mask_inputs=prompt)
         state.prev.pop(k, None)
         state.cond[k] = step
+        self._forget_old(state, k)
         return self._to_frame(step)
 
     def end(self, obj: Any) -> None:
