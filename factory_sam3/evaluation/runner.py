@@ -277,8 +277,7 @@ def evaluate_vis(predict_image: PredictImage, track: Track, split_dir: str | Pat
     class_names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
     min_score, note = settings.vis_min_score, None
     if min_score is None:
-        calibration = vis.calibrate_on_split(predict_image, split_dir.parent / "valid", class_names,
-                                             settings.vis_keyframe_stride)
+        calibration = vis.calibrate_on_split(predict_image, split_dir.parent / "valid", class_names)
         min_score, note = calibration.min_score, calibration.reason
         if min_score is None:
             return {"metrics": {"vis_mAP": None, "vis_AP50": None, "vis_tracks": 0, "vis_min_score": None,

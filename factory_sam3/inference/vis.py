@@ -278,9 +278,9 @@ def calibrate_min_score(detect: Detect, samples: Iterable[tuple[np.ndarray, Sequ
     return best
 
 
-def validation_samples(split_dir: str | Path, keyframe_stride: int = 8, max_frames: int = 64):
-    """``(frame, [(class name, mask), ...])`` of the annotated keyframes of a YTVIS split (a frame counts as
-    annotated when some track has a segmentation there), at most ``max_frames``, videos in id order."""
+def validation_samples(split_dir: str | Path, max_frames: int = 64):
+    """``(frame, [(class name, mask), ...])`` of up to ``max_frames`` annotated frames of a YTVIS split,
+    spread evenly over its videos (a frame counts as annotated when some track has a segmentation there)."""
     from PIL import Image
 
     from factory_sam3.errors import UserError
@@ -292,42 +292,43 @@ def validation_samples(split_dir: str | Path, keyframe_stride: int = 8, max_fram
     ann_file = split_dir / YTVIS_ANNOTATIONS
     data = ytvis_format.read(ann_file)
     names = {c["id"]: c["name"] for c in data["categories"]}
-    count = 0
-    for video in sorted(data["videos"], key=lambda v: v["id"]):
+    by_video: dict[int, list[dict]] = {}
+    for ann in data["annotations"]:
+        by_video.setdefault(ann["video_id"], []).append(ann)
+    annotated = [(video, t) for video in sorted(data["videos"], key=lambda v: v["id"])
+                 for t in range(len(video["file_names"]))
+                 if any(t < len(a["segmentations"]) and a["segmentations"][t] is not None
+                        for a in by_video.get(video["id"], []))]
+    if len(annotated) > max_frames:
+        annotated = [annotated[i] for i in np.linspace(0, len(annotated) - 1, max_frames).round().astype(int)]
+    for video, t in annotated:
         h, w = int(video["height"]), int(video["width"])
-        anns = [a for a in data["annotations"] if a["video_id"] == video["id"]]
-        for t in range(0, len(video["file_names"]), max(1, keyframe_stride)):
-            if count >= max_frames:
-                return
-            if not any(t < len(a["segmentations"]) and a["segmentations"][t] is not None for a in anns):
+        objects = []
+        for a in by_video[video["id"]]:
+            seg = a["segmentations"][t] if t < len(a["segmentations"]) else None
+            if seg is None:
                 continue
-            objects = []
-            for a in anns:
-                seg = a["segmentations"][t] if t < len(a["segmentations"]) else None
-                if seg is None:
-                    continue
-                try:
-                    mask = rle_to_mask(to_rle(seg, h, w)).astype(bool)
-                except SegmentationError as err:
-                    raise UserError(str(err), ann_file, f"video {video['id']} annotation {a['id']}") from None
-                if mask.any():
-                    objects.append((names[a["category_id"]], mask))
-            path = split_dir / video["file_names"][t]
             try:
-                with Image.open(path) as image:
-                    frame = np.asarray(image.convert("RGB"))
-            except (OSError, ValueError) as err:
-                raise UserError(f"cannot read image {path}: {err}", ann_file, f"video {video['id']}") from None
-            count += 1
-            yield frame, objects
+                mask = rle_to_mask(to_rle(seg, h, w)).astype(bool)
+            except SegmentationError as err:
+                raise UserError(str(err), ann_file, f"video {video['id']} annotation {a['id']}") from None
+            if mask.any():
+                objects.append((names[a["category_id"]], mask))
+        path = split_dir / video["file_names"][t]
+        try:
+            with Image.open(path) as image:
+                frame = np.asarray(image.convert("RGB"))
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read image {path}: {err}", ann_file, f"video {video['id']}") from None
+        yield frame, objects
 
 
 def calibrate_on_split(detect: Detect, split_dir: str | Path, class_names: Sequence[str],
-                       keyframe_stride: int = 8, max_frames: int = 64) -> Calibration:
-    """``calibrate_min_score`` on the annotated keyframes of a YTVIS split (``data/ytvis/valid``)."""
+                       max_frames: int = 64) -> Calibration:
+    """``calibrate_min_score`` on up to ``max_frames`` annotated frames of a YTVIS split (``data/ytvis/valid``)."""
     from factory_sam3.layout import YTVIS_ANNOTATIONS
 
     split_dir = Path(split_dir)
     if not (split_dir / YTVIS_ANNOTATIONS).is_file():
         return Calibration(None, f"no validation split to calibrate the detection threshold on ({split_dir})")
-    return calibrate_min_score(detect, validation_samples(split_dir, keyframe_stride, max_frames), class_names)
+    return calibrate_min_score(detect, validation_samples(split_dir, max_frames), class_names)

@@ -117,8 +117,8 @@ def detector_fn(model: LoadedModel, floor: float) -> Callable:
     return image_predictor(model.detector, floor)
 
 
-def pick_threshold(requested: str, detect: Callable, class_names: list[str], calibration_split: Path,
-                   keyframe_stride: int) -> tuple[float, str]:
+def pick_threshold(requested: str, detect: Callable, class_names: list[str],
+                   calibration_split: Path) -> tuple[float, str]:
     """A number, or ``auto``: the best detection F1 on the validation split (evaluate's calibration)."""
     if requested != "auto":
         try:
@@ -130,7 +130,7 @@ def pick_threshold(requested: str, detect: Callable, class_names: list[str], cal
         return value, "given"
     from factory_sam3.inference import vis
 
-    calibration = vis.calibrate_on_split(detect, calibration_split, class_names, keyframe_stride)
+    calibration = vis.calibrate_on_split(detect, calibration_split, class_names)
     if calibration.min_score is None:
         return FALLBACK_THRESHOLD, f"SAM3's default: {calibration.reason}"
     return calibration.min_score, (f"calibrated on {calibration_split}: detection F1 {calibration.f1:.2f}, "
@@ -228,7 +228,7 @@ def run(input_path: str, output: str | None, model_spec: str, classes: Sequence[
     names = [c["name"] for c in chosen]
     with torch.inference_mode():
         threshold, why = pick_threshold(score_threshold, detector_fn(model, DETECTION_FLOOR), names,
-                                        Path(calibration_split), keyframe_stride)
+                                        Path(calibration_split))
         try:
             with atomic_dir(out_dir) as tmp:
                 start = time.perf_counter()
