@@ -181,3 +181,8 @@ def test_bad_inputs_name_the_problem(world, tmp_path):
     with pytest.raises(UserError, match="--score-threshold"):
         _run(world, world["video"], tmp_path / "o5", score_threshold="high")
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="mine: exists and is not a predict output"):
+        _run(world, world["video"], tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

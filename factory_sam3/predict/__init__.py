@@ -112,6 +112,7 @@ def choose_classes(model: LoadedModel, requested: Sequence[str] | None) -> list[
 
 
 def detector_fn(model: LoadedModel, floor: float) -> Callable:
+    """``detect(image, class_names)`` keeping detections scoring above ``floor`` (evaluate's adapter)."""
     from factory_sam3.evaluation.models import image_predictor
 
     return image_predictor(model.detector, floor)
@@ -145,12 +146,9 @@ def predict_images(source, model: LoadedModel, classes: list[dict], threshold: f
     class_colour = {c["name"]: out.colour(i) for i, c in enumerate(classes)}
     (out_dir / "overlays").mkdir()
     images, results = [], []
-    model_seconds = 0.0
     for image_id, path in enumerate(tqdm(source.files, unit="image", disable=not progress), start=1):
         image = inputs_module.read_image(path)
-        start = time.perf_counter()
         detections = [d for d in detect(image, names) if d["score"] >= threshold]
-        model_seconds += time.perf_counter() - start
         images.append({"id": image_id, "file_name": path.name, "width": image.shape[1], "height": image.shape[0]})
         for det in detections:
             box = det.get("box")
@@ -163,17 +161,13 @@ def predict_images(source, model: LoadedModel, classes: list[dict], threshold: f
         _write_png(out_dir / "overlays" / f"{path.stem}.png", drawn)
     out.write_json(out_dir / out.COCO_RESULTS, results)
     out.write_json(out_dir / out.COCO_IMAGES, {"images": images, "categories": classes})
-    return {"frames": len(images), "detections": len(results), "model_seconds": model_seconds,
-            "files": ["overlays/", out.COCO_RESULTS, out.COCO_IMAGES]}
+    return {"frames": len(images), "detections": len(results), "files": ["overlays/", out.COCO_RESULTS, out.COCO_IMAGES]}
 
 
 def predict_video(source, model: LoadedModel, classes: list[dict], threshold: float, out_dir: Path,
                   keyframe_stride: int, max_tracks: int, overlay_format: str, progress: bool = True) -> dict:
     from factory_sam3.inference import vis
 
-    if model.tracker is None:
-        raise UserError(f"{model.description} is an image model without a tracker: use models/stage2 for "
-                        "videos", source.path)
     detect = detector_fn(model, threshold)
     names = [c["name"] for c in classes]
     settings = vis.VisSettings(keyframe_stride=keyframe_stride, min_score=threshold, max_tracks=max_tracks)
@@ -213,6 +207,9 @@ def run(input_path: str, output: str | None, model_spec: str, classes: Sequence[
     out_dir = Path(output) if output else Path("predictions") / source.name
     if out_dir.resolve() == source.path.resolve() or source.path.resolve() in out_dir.resolve().parents:
         raise UserError("the output folder must not be the input or inside it", out_dir)
+    if out_dir.exists() and not (out_dir / out.SUMMARY).is_file() and any(out_dir.iterdir()):
+        # the output folder is replaced as a whole: never someone's folder that predict did not write
+        raise UserError("exists and is not a predict output (no summary.json): choose another --output", out_dir)
     _check_writable(out_dir)
     try:
         device = resolve_device(device)
@@ -241,11 +238,11 @@ def run(input_path: str, output: str | None, model_spec: str, classes: Sequence[
                 summary.update({
                     "input": str(source.path), "kind": source.kind, "model": model.description,
                     "classes": names, "score_threshold": threshold, "score_threshold_from": why,
+                    # end to end: decoding, model, drawing and writing (model loading excluded)
                     "device": device_name(device), "seconds": round(seconds, 3),
                     "frames_per_s": round(summary["frames"] / seconds, 3) if seconds > 0 else None,
                 })
-                summary.pop("model_seconds", None)
-                out.write_json(tmp / out.SUMMARY, summary)
+                out.write_json(tmp / out.SUMMARY, summary, compact=False)
         except OSError as err:  # permissions, a full disk, a file in the way
             raise UserError(f"cannot write the output ({err.strerror or err})", out_dir) from None
     summary["output"] = str(out_dir)

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
              else f"{summary['detections']} detections")
     speed = "n/a" if summary["frames_per_s"] is None else f"{summary['frames_per_s']:.2f}"
     print(f"predict: {summary['frames']} {'frames' if summary['kind'] == 'video' else 'images'}, {found} "
-          f"(score >= {summary['score_threshold']:.3g}), {speed} frames/s on {summary['device']} -> "
+          f"(score >= {summary['score_threshold']:.3g}), {speed} frames/s end to end on {summary['device']} -> "
           f"{summary['output']}/ ({', '.join(summary['files'])})")
     return 0
 

@@ -78,8 +78,9 @@ class OverlayWriter:
             self.writer.release()
 
 
-def write_json(path: Path, data) -> None:
-    """Compact JSON (results files get large); the folder it lands in is renamed into place as a whole."""
+def write_json(path: Path, data, compact: bool = True) -> None:
+    """JSON, compact for results files (they get large); the folder it lands in is renamed into place as a
+    whole, so the file itself needs no temporary name."""
     with open(path, "w") as handle:
-        json.dump(data, handle, separators=(",", ":"))
+        json.dump(data, handle, separators=(",", ":") if compact else None, indent=None if compact else 2)
         handle.write("\n")
