@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS ?= 1
 # stage commands in dvc.yaml call `python`: make it the venv's
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test test-fast lock mlflow-ui dag clean-runs pretrain
+.PHONY: setup repro test test-fast lock mlflow-ui dag clean-runs pretrain predict
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test-fast: setup
 
 dag: setup
 	$(BIN)/dvc dag
+
+# make predict INPUT=camera.mp4 [ARGS="--classes screw defect --device cuda"]: overlay + results JSON
+# in predictions/<input name>/ (python -m factory_sam3.predict --help)
+predict: setup
+	@test -n "$(INPUT)" || { echo 'usage: make predict INPUT=<image | folder | video> [ARGS="..."]' >&2; exit 2; }
+	$(BIN)/python -m factory_sam3.predict "$(INPUT)" $(ARGS)
 
 mlflow-ui: setup
 	$(BIN)/python -m factory_sam3.tracking ui

@@ -89,13 +89,10 @@ def image_predictor(model, min_score: float = 0.0) -> PredictImage:
 
 
 def video_tracker(video_model) -> Track:
-    """Adapt factory_sam3.models.video.track (Stage 2's semi-supervised propagation)."""
-    from factory_sam3.models.video import track
+    """Stage 2's tracker: semi-supervised ``track`` when called, online sessions for text-prompted VIS."""
+    from factory_sam3.inference.online import ModelTracker
 
-    def run(frames, prompts):
-        return track(video_model, list(frames), dict(prompts))
-
-    return run
+    return ModelTracker(video_model)
 
 
 def starting_image_model(profile: str, model_params: dict, device: str, resolution: int | None = None):

@@ -53,7 +53,7 @@ class EvalSettings:
     gif_frames: int = 24
     vis: bool = True               # text-prompted video instance segmentation (detector + tracker)
     vis_keyframe_stride: int = 8   # the detector looks for new objects every N-th frame
-    vis_min_score: float = 0.5     # detections that start a track
+    vis_min_score: float | None = 0.5  # detections that start a track (None: calibrated on the valid split)
     vis_max_tracks: int = 20       # per video
     bootstrap_samples: int = 1000  # resamples for the J / F / J&F interval (over videos); 0 = none
     bootstrap_samples_images: int = 200  # resamples for the segm AP interval (over images); 0 = none
@@ -279,64 +279,45 @@ def empty_tracker(frames, prompts):
 # ---------------------------------------------------------------------------------------------- video instance segmentation
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
-
-
 def evaluate_vis(predict_image: PredictImage, track: Track, split_dir: str | Path,
                  settings: EvalSettings) -> dict[str, Any]:
     """Text-prompted video instance segmentation, scored with YTVIS mAP (sam3.eval.ytvis_eval).
 
-    On every ``vis_keyframe_stride``-th frame the image model is prompted with each class name; a
-    detection scoring at least ``vis_min_score`` that overlaps no object already tracked there
-    (mask IoU < 0.5) starts a new track, which the tracker follows from that frame on. A masklet's
-    score is its starting detection's score; its class is the prompt that found it.
+    The detect-then-track loop is ``factory_sam3.inference.vis`` (the one ``predict`` runs). Its detection
+    threshold is ``vis_min_score``, or (``None``) the one with the best detection F1 on the validation
+    split beside ``split_dir``; when no threshold finds any object there, the mAP is ``None`` with the reason.
     """
+    from factory_sam3.inference import vis
+
     split_dir = Path(split_dir)
     ann_file = split_dir / YTVIS_ANNOTATIONS
     gt, videos = load_ytvis_split(split_dir, settings.max_videos)
     name_to_id, _ = coco_format.category_maps(gt["categories"])
     class_names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+    min_score, note = settings.vis_min_score, None
+    if min_score is None:
+        calibration = vis.calibrate_on_split(predict_image, split_dir.parent / "valid", class_names)
+        min_score, note = calibration.min_score, calibration.reason
+        if min_score is None:
+            return {"metrics": {"vis_mAP": None, "vis_AP50": None, "vis_tracks": 0, "vis_min_score": None,
+                                "vis_note": note}, "masklets": []}
+    vis_settings = vis.VisSettings(keyframe_stride=settings.vis_keyframe_stride, min_score=min_score,
+                                   max_tracks=settings.vis_max_tracks)
     masklets: list[dict] = []
-    stride = max(1, settings.vis_keyframe_stride)
     for video in tqdm(videos, desc=f"vis {settings.label}".strip(), leave=False):
-        frames = [_read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}")
-                  for name in video["file_names"]]
-        prompts: dict[int, tuple[int, np.ndarray]] = {}
-        found: dict[int, tuple[str, float]] = {}
-        tracked: Mapping[Any, Sequence[Any]] = {}
-        tracked_prompts = 0
-        for k in range(0, len(frames), stride):
-            detections = [d for d in predict_image(frames[k], class_names) if float(d["score"]) >= settings.vis_min_score]
-            detections.sort(key=lambda d: -float(d["score"]))
-            if not detections or len(prompts) >= settings.vis_max_tracks:
-                continue
-            if prompts and tracked_prompts != len(prompts):
-                tracked, tracked_prompts = track(frames, prompts), len(prompts)
-            here = [np.asarray(m[k], bool) for m in tracked.values() if m[k] is not None]
-            for det in detections:
-                mask = np.asarray(det["mask"], dtype=bool)
-                if not mask.any() or any(_iou(mask, other) >= 0.5 for other in here):
-                    continue
-                obj = len(prompts) + 1
-                prompts[obj] = (k, mask)
-                found[obj] = (det["category"], float(det["score"]))
-                here.append(mask)
-                if len(prompts) >= settings.vis_max_tracks:
-                    break
-        if not prompts:
-            continue
-        if tracked_prompts != len(prompts):
-            tracked = track(frames, prompts)
-        for obj, (category, score) in found.items():
-            segs = [None if m is None or not np.asarray(m).any() else mask_to_rle(np.asarray(m, bool))
-                    for m in tracked.get(obj, [None] * len(frames))]
-            masklets.append({"video_id": video["id"], "category_id": name_to_id[category], "score": score,
-                             "segmentations": segs})
+        collector = vis.MaskletCollector()
+        frames = (_read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}")
+                  for name in video["file_names"])
+        session = vis.tracker_session(track, len(video["file_names"]))
+        for result in vis.segment_video(frames, predict_image, session, class_names, vis_settings):
+            collector.add(result)
+        masklets += collector.masklets(video["id"], name_to_id)
     ytvis = metrics.ytvis_map(gt, masklets)  # on annotated frames only
     annotated = sum(len(_annotated_frames(v, [a for a in gt["annotations"] if a["video_id"] == v["id"]], ann_file))
                     for v in videos)
-    return {"metrics": {"vis_mAP": ytvis["mAP"], "vis_AP50": ytvis["AP50"], "vis_tracks": len(masklets),
-                        "vis_videos": len(videos), "vis_gt_tracks": len(gt["annotations"]),
-                        "vis_annotated_frames": annotated}}
+    result = {"vis_mAP": ytvis["mAP"], "vis_AP50": ytvis["AP50"], "vis_tracks": len(masklets),
+              "vis_min_score": min_score, "vis_videos": len(videos), "vis_gt_tracks": len(gt["annotations"]),
+              "vis_annotated_frames": annotated}
+    if note:
+        result["vis_note"] = note
+    return {"metrics": result, "masklets": masklets}

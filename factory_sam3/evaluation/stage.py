@@ -90,8 +90,11 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
             raise UserError(f"'evaluate.{key}' must be true or false, got {merged[key]!r}", "params.yaml")
     for key in ("min_score", "overlay_min_score", "vis_min_score"):
         value = merged[key]
+        if key == "vis_min_score" and value == "auto":
+            continue  # calibrated on the validation split (factory_sam3.inference.vis)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise UserError(f"'evaluate.{key}' must be a number in [0, 1], got {value!r}", "params.yaml")
+            raise UserError(f"'evaluate.{key}' must be a number in [0, 1]{' or auto' * (key == 'vis_min_score')}, "
+                            f"got {value!r}", "params.yaml")
     if merged["device"] is not None and not isinstance(merged["device"], str):
         raise UserError(f"'evaluate.device' must be auto, cpu, cuda or null, got {merged['device']!r}", "params.yaml")
     return merged
@@ -103,7 +106,8 @@ def settings_for(params: Mapping[str, Any], label: str, pictures_dir: Path | Non
                         overlay_min_score=float(params["overlay_min_score"]), num_overlays=params["num_overlays"],
                         gif_frames=params["gif_frames"], pictures_dir=pictures_dir, label=label,
                         vis=params["vis"], vis_keyframe_stride=params["vis_keyframe_stride"],
-                        vis_min_score=float(params["vis_min_score"]), vis_max_tracks=params["vis_max_tracks"],
+                        vis_min_score=None if params["vis_min_score"] == "auto" else float(params["vis_min_score"]),
+                        vis_max_tracks=params["vis_max_tracks"],
                         bootstrap_samples=params["bootstrap_samples"],
                         bootstrap_samples_images=params["bootstrap_samples_images"],
                         bootstrap_seed=params["bootstrap_seed"])
