@@ -27,7 +27,7 @@ repro: setup
 
 pretrain: setup
 	$(BIN)/dvc repro pretrain/dvc.yaml
-	cp pretrain/out/tiny_sam3.pt pretrain/out/tiny_sam3.json models/pretrained/
+	mkdir -p models/pretrained && cp pretrain/out/tiny_sam3.pt pretrain/out/tiny_sam3.json models/pretrained/
 
 test: setup
 	$(BIN)/python -m pytest -q tests
