@@ -36,6 +36,10 @@ class GateSettings:
     speed: tuple = (1.0, 8.0)
     max_images: int = 0
 
+    def check(self, params_file) -> None:
+        if self.clips < 1 or self.frames < 3:
+            raise ValueError("'gate.clips' >= 1 and 'gate.frames' >= 3 required")
+
 
 def tracking_report(video_model, settings: GateSettings) -> dict:
     clips = tracker_pretrain.heldout_clips(settings.seed, settings.clips, settings.frames, settings.speed)

@@ -40,11 +40,28 @@ INFO_OUT = OUT / "tiny_sam3.json"
 EXPERIMENT = "factory-sam3-pretrain"
 
 
-def _section(params: dict, name: str) -> dict:
+def _section(params: dict, name: str, params_path: Path = PARAMS) -> dict:
     value = params.get(name)
     if not isinstance(value, dict):
-        raise UserError(f"missing section '{name}'", PARAMS)
+        raise UserError(f"missing section '{name}'", params_path)
     return value
+
+
+def _settings(cls, params: dict, name: str, params_path: Path, **fixed):
+    """``cls`` (a settings dataclass) from the ``name`` section; an unknown key or a wrong type is a UserError
+    naming ``name.key``, never a traceback."""
+    section = _section(params, name, params_path)
+    unknown = sorted(set(section) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise UserError(f"unknown key '{name}.{unknown[0]}'", params_path)
+    values = {k: (tuple(v) if isinstance(v, list) and isinstance(getattr(cls, k, None), tuple) else v)
+              for k, v in section.items()}
+    try:
+        settings = cls(**fixed, **values)
+        settings.check(params_path)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"section '{name}': {err}", params_path) from None
+    return settings
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -59,10 +76,13 @@ def generic_data(params_path: Path = PARAMS) -> None:
     from factory_sam3.pretrain.detector import write_generic_coco
 
     params = load_params(params_path)
-    data = _section(params, "data")
+    data = _section(params, "data", params_path)
     start = time.monotonic()
-    write_generic_coco(DATA, int(params.get("seed", 0)), int(data["train_images"]), int(data["eval_images"]),
-                       float(data.get("negative_prob", 0.1)))
+    try:
+        write_generic_coco(DATA, int(params.get("seed", 0)), int(data["train_images"]), int(data["eval_images"]),
+                           float(data.get("negative_prob", 0.1)))
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"section 'data' needs integer train_images and eval_images ({err!r})", params_path) from None
     print(f"pretrain generic_data: {data['train_images']} train + {data['eval_images']} valid + "
           f"{data['eval_images']} test images in {time.monotonic() - start:.0f} s -> {DATA}")
 
@@ -75,9 +95,9 @@ def detector(params_path: Path = PARAMS) -> None:
     from factory_sam3.training.stage1_stage import loss_summary
 
     params = load_params(params_path)
-    section = dict(_section(params, "detector"))
-    settings = Stage1Settings(profile="tiny", data_root=str(DATA), tiny_init=str(TRACKER_OUT / "model.pt"), **section)
-    settings.check(params_path)
+    section = _section(params, "detector", params_path)
+    settings = _settings(Stage1Settings, params, "detector", params_path, profile="tiny", data_root=str(DATA),
+                         tiny_init=str(TRACKER_OUT / "model.pt"))
     result = train(settings, runs_dir=RUNS / "pretrain_detector")
     export(result, DETECTOR_OUT)
     metrics = {"steps": result.steps, "epochs": result.epochs, "seconds": round(result.seconds, 1),
@@ -97,11 +117,11 @@ def tracker(params_path: Path = PARAMS) -> None:
     from factory_sam3.tracking import stage_run
 
     params = load_params(params_path)
-    settings = TrackerSettings.from_params(_section(params, "tracker"), str(params_path))
+    settings = _settings(TrackerSettings, params, "tracker", params_path)
     run_dir = RUNS / "pretrain_tracker" / settings.key()
     with stage_run("pretrain_tracker", params={"tracker": vars(settings)}, experiment=EXPERIMENT,
                    tags={"profile": "tiny", "run_dir": str(run_dir)}) as run:
-        model, history, evals = train(None, settings, run_dir, log_metrics=lambda m, s: run.log_metrics(
+        model, history, evals = train(settings, run_dir, log_metrics=lambda m, s: run.log_metrics(
             {k: v for k, v in m.items() if v is not None}, step=s))
         with atomic_dir(TRACKER_OUT) as tmp:
             torch.save(export_state_dict(model), tmp / "model.pt")
@@ -116,13 +136,13 @@ def tracker(params_path: Path = PARAMS) -> None:
 
 
 def gate(params_path: Path = PARAMS) -> int:
+    """The gate (``pretrain.gate``): report always, weights only when it passes; 1 when it does not."""
     from factory_sam3.models.build import build_image_model
     from factory_sam3.models.video import build_video_model, init_from_checkpoints
     from factory_sam3.pretrain.gate import GateSettings, check, detection_report, export_weights, tracking_report
 
     params = load_params(params_path)
-    section = dict(_section(params, "gate"))
-    settings = GateSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items()})
+    settings = _settings(GateSettings, params, "gate", params_path)
     # the assembled model: detector heads from the detector stage, trunk (frozen there) and tracker from the tracker
     # stage -- exactly how Stage 2 assembles a Stage 1 export with its starting tracker
     video_model = build_video_model("tiny", seed=None)
@@ -158,3 +178,6 @@ def _log(stage: str, params: dict, metrics: dict, rows: list[dict]) -> None:
         for row in rows:
             run.log_metrics({"train/loss": row["loss"]}, step=int(row["step"]))
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
+STAGES = {"generic_data": generic_data, "tracker": tracker, "detector": detector, "gate": gate}

@@ -65,22 +65,14 @@ class TrackerSettings:
     log_every: int = 25
     cpu_threads: int = 1
 
-    @classmethod
-    def from_params(cls, section: dict, params_file: str = "pretrain/params.yaml") -> "TrackerSettings":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise UserError(f"unknown key 'tracker.{unknown[0]}'", params_file)
-        settings = cls(**section)
-        if settings.steps < 1 or settings.frames < 2 or settings.max_objects < 1:
+    def check(self, params_file) -> None:
+        if self.steps < 1 or self.frames < 2 or self.max_objects < 1:
             raise UserError("'tracker.steps' >= 1, 'tracker.frames' >= 2 and 'tracker.max_objects' >= 1 required",
                             params_file)
-        return settings
 
-    def key(self, detector_md5: str = "random") -> str:
+    def key(self) -> str:
         payload = {k: v for k, v in asdict(self).items() if k not in ("eval_every", "log_every", "save_every",
                                                                       "cpu_threads", "eval_clips")}
-        payload["detector"] = detector_md5
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -116,17 +108,13 @@ def heldout_clips(seed: int, count: int, num_frames: int, speed=(1.0, 8.0)) -> l
     return [generic.clip_sample(rng, num_frames, speed=tuple(speed)) for _ in range(count)]
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 @torch.no_grad()
 def evaluate_tracking(model, clips) -> dict:
     """Mask-prompted tracking (``models.video.track``) on generic clips: every object visible on frame 0 is
     prompted with its mask there. ``J``: mean IoU over (object, frame) pairs after the prompt where the object
     is visible; ``copy_J``: the prompt copied forward on the same pairs; ``cross_object_iou``: mean IoU between
     the masks predicted for different objects on one frame (``gt_cross_object_iou``: the ground truth's)."""
+    from factory_sam3.evaluation.metrics import region_similarity
     from factory_sam3.training.stage2.train import cross_object_iou
 
     ours, copy, cross, gt_cross = [], [], [], []
@@ -141,8 +129,8 @@ def evaluate_tracking(model, clips) -> dict:
         for i in visible:
             for t in range(1, T):
                 if masks[t, i].any():
-                    ours.append(_iou(pred[i][t], masks[t, i]))
-                    copy.append(_iou(masks[0, i], masks[t, i]))
+                    ours.append(region_similarity(pred[i][t], masks[t, i]))
+                    copy.append(region_similarity(masks[0, i], masks[t, i]))
         if len(visible) > 1:
             truth = {i: [masks[t, i] for t in range(T)] for i in visible}
             cross.append(cross_object_iou(pred, list(range(1, T))))
@@ -164,12 +152,10 @@ def _lr_factor(step: int, settings: TrackerSettings) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def prepare_model(detector_dir: Optional[Path], settings: TrackerSettings):
-    """The tiny video model with the locality prior in its tracker; the detector (and trunk) random, or from
-    ``detector_dir`` (a Stage 1 export). What trains: the tracker, its neck and (``trunk_lr_scale`` > 0) the trunk."""
+def prepare_model(settings: TrackerSettings):
+    """The tiny video model from random weights with the locality prior in its tracker. What trains: the tracker,
+    its neck and (``trunk_lr_scale`` > 0) the image trunk."""
     model = video_models.build_video_model("tiny", seed=settings.seed)
-    if detector_dir is not None:
-        video_models.init_from_checkpoints(model, detector_dir, None)
     locality_init_(model.tracker, settings.locality)
     trunk = "detector.backbone.vision_backbone.trunk."
     for name, param in model.named_parameters():
@@ -178,11 +164,11 @@ def prepare_model(detector_dir: Optional[Path], settings: TrackerSettings):
     return model
 
 
-def train(detector_dir: Optional[Path], settings: TrackerSettings, run_dir: Path,
+def train(settings: TrackerSettings, run_dir: Path,
           log_metrics: Callable[[dict, int], None] = lambda m, s: None) -> tuple:
     """Train (or resume) and return ``(model, history, evals)``."""
     torch.set_num_threads(max(1, settings.cpu_threads))
-    model = prepare_model(detector_dir, settings)
+    model = prepare_model(settings)
     losses.WEIGHTS["focal"] = float(settings.focal_weight)
     train_trunk = settings.trunk_lr_scale > 0
     forward = ClipForward(model, ForwardOptions(prompt_probs=dict(settings.prompt_probs), train_trunk=train_trunk))
