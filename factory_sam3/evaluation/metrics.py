@@ -163,14 +163,7 @@ def bootstrap_video_ci(per_video: Mapping[Any, Sequence[Mapping[str, float]]], s
     if not videos or samples < 1:
         return {}
     sums = {k: np.array([sum(o[k] for o in v) for v in videos]) for k in ("J", "F")}
-    counts = np.array([len(v) for v in videos])
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(videos), size=(samples, len(videos)))
-    n = counts[picks].sum(axis=1)
-    j = sums["J"][picks].sum(axis=1) / n
-    f = sums["F"][picks].sum(axis=1) / n
-    name = f"ci{round(level * 100)}"
-    return {f"{k}_{name}": percentile_interval(v, level) for k, v in (("J", j), ("F", f), ("J&F", (j + f) / 2))}
+    return _pooled_video_bootstrap(sums, np.array([len(v) for v in videos]), samples, seed, level)
 
 
 def bootstrap_gain_ci(before: Mapping[Any, Sequence[Mapping[str, float]]],
@@ -184,14 +177,19 @@ def bootstrap_gain_ci(before: Mapping[Any, Sequence[Mapping[str, float]]],
         return {}
     if any(len(before[v]) != len(after[v]) for v in keys):
         return {}
-    counts = np.array([len(before[v]) for v in keys])
     diff = {k: np.array([sum(o[k] for o in after[v]) - sum(o[k] for o in before[v]) for v in keys])
             for k in ("J", "F")}
+    return _pooled_video_bootstrap(diff, np.array([len(before[v]) for v in keys]), samples, seed, level)
+
+
+def _pooled_video_bootstrap(sums: Mapping[str, np.ndarray], counts: np.ndarray, samples: int, seed: int,
+                            level: float) -> dict[str, list[float]]:
+    """Resample videos with replacement; per sample, the object-pooled mean of each per-video sum of J and F."""
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(keys), size=(samples, len(keys)))
+    picks = rng.integers(0, len(counts), size=(samples, len(counts)))
     n = counts[picks].sum(axis=1)
-    j = diff["J"][picks].sum(axis=1) / n
-    f = diff["F"][picks].sum(axis=1) / n
+    j = sums["J"][picks].sum(axis=1) / n
+    f = sums["F"][picks].sum(axis=1) / n
     name = f"ci{round(level * 100)}"
     return {f"{k}_{name}": percentile_interval(v, level) for k, v in (("J", j), ("F", f), ("J&F", (j + f) / 2))}
 
