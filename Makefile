@@ -14,10 +14,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup repro test test-fast lock mlflow-ui dag clean-runs pretrain predict
 
-$(BIN)/.installed: requirements.txt
+# the package itself is installed editable (pyproject.toml): code changes need no reinstall
+$(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=70.1"
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 setup: $(BIN)/.installed
@@ -48,7 +50,7 @@ mlflow-ui: setup
 	$(BIN)/python -m factory_sam3.tracking ui
 
 lock:
-	$(BIN)/python -m pip freeze --exclude pip-tools --exclude build --exclude pyproject_hooks --exclude wheel > requirements.lock.tmp
+	$(BIN)/python -m pip freeze --exclude factory-sam3 --exclude pip-tools --exclude build --exclude pyproject_hooks --exclude wheel > requirements.lock.tmp
 	{ head -2 requirements.txt; cat requirements.lock.tmp; } > requirements.txt.new && mv requirements.txt.new requirements.txt && rm requirements.lock.tmp
 
 clean-runs:

@@ -10,9 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from factory_sam3.errors import cli_entry  # noqa: E402
+from factory_sam3.errors import cli_entry
 
 STAGE_NAMES = ("generic_data", "tracker", "detector", "gate")
 

@@ -21,13 +21,9 @@ pipeline run like the training stages). Settings: the `evaluate` and `model` sec
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from factory_sam3.errors import cli_entry  # noqa: E402
-from factory_sam3.params import load_params  # noqa: E402
+from factory_sam3.errors import cli_entry
+from factory_sam3.params import load_params
 
 
 @cli_entry

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from factory_sam3 import layout  # noqa: E402
-from factory_sam3.errors import cli_entry  # noqa: E402
-from factory_sam3.params import DEFAULT_PARAMS, section  # noqa: E402
+from factory_sam3 import layout
+from factory_sam3.errors import cli_entry
+from factory_sam3.params import DEFAULT_PARAMS, section
 
 
 def parse_args(argv=None) -> argparse.Namespace:

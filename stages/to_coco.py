@@ -8,13 +8,9 @@ data/splits.json. Settings: the `to_coco` section of params.yaml (sample_rate, s
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from factory_sam3.errors import cli_entry  # noqa: E402
-from factory_sam3.params import section  # noqa: E402
+from factory_sam3.errors import cli_entry
+from factory_sam3.params import section
 
 
 @cli_entry

@@ -11,12 +11,8 @@ metrics/train_stage1.json and plots/train_stage1_loss.csv, and logs the run to M
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from factory_sam3.errors import cli_entry  # noqa: E402
+from factory_sam3.errors import cli_entry
 
 
 @cli_entry

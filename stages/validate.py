@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from factory_sam3.errors import UserError, cli_entry  # noqa: E402
-from factory_sam3.params import section  # noqa: E402
+from factory_sam3.errors import UserError, cli_entry
+from factory_sam3.params import section
 
 SHOWN_ERRORS = 20
 

@@ -1,11 +1,11 @@
-import sys
+"""Shared fixtures. The package is imported as installed (`make setup` runs `pip install -e .`); test helpers
+are imported one way, by module name (`from helpers_s3 import ...`): pytest.ini puts tests/ on the path."""
+
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 def pytest_configure(config):

@@ -4,20 +4,17 @@ prompts and beats copying the prompt forward, and a collapse to a prompt-indepen
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers_stage2 import make_ytvis
 
-from helpers_stage2 import make_ytvis  # noqa: E402
-
-from factory_sam3.models import pretrained  # noqa: E402
-from factory_sam3.training.stage2.forward import cross_object_iou  # noqa: E402
-from factory_sam3.training.stage2.train import Stage2Settings, collapse_warning, run  # noqa: E402
+from factory_sam3.models import pretrained
+from factory_sam3.training.stage2.forward import cross_object_iou
+from factory_sam3.training.stage2.train import Stage2Settings, collapse_warning, run
 
 
 def _stage1_from_pretrained(out: Path) -> Path:

@@ -14,15 +14,13 @@ from pathlib import Path
 import cv2
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers_predict import CATEGORIES, make_models, write_video
+from helpers_stage2 import make_ytvis
 
-from helpers_predict import CATEGORIES, make_models, write_video  # noqa: E402
-from helpers_stage2 import make_ytvis  # noqa: E402
-
-from factory_sam3.errors import UserError  # noqa: E402
-from factory_sam3.evaluation import metrics  # noqa: E402
-from factory_sam3.evaluation.runner import EvalSettings, evaluate_vis, load_ytvis_split  # noqa: E402
-from factory_sam3.predict import run  # noqa: E402
+from factory_sam3.errors import UserError
+from factory_sam3.evaluation import metrics
+from factory_sam3.evaluation.runner import EvalSettings, evaluate_vis, load_ytvis_split
+from factory_sam3.predict import run
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.25  # the random-init detector scores ~0.2-0.35: a few tracks per video

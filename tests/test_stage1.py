@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from factory_sam3.errors import UserError
-from tests.helpers_stage1 import make_coco
+from helpers_stage1 import make_coco
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"resolution": 112, "epochs": 1, "val_freq": 1, "save_freq": 1, "log_freq": 2, "min_resize": 96,
@@ -309,7 +309,7 @@ def test_one_config_for_both_profiles(coco):
 
 def test_negative_images_are_dropped_only_without_negative_prompts(tmp_path):
     from factory_sam3.training.stage1_data import CocoPrompts
-    from tests.helpers_stage1 import make_coco_split
+    from helpers_stage1 import make_coco_split
 
     ann = str(make_coco_split(tmp_path / "train", 8, seed=3, negative_fraction=0.5))
     data = json.loads(Path(ann).read_text())

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers_stage2 import make_ytvis
 
-from helpers_stage2 import make_ytvis  # noqa: E402
-
-from factory_sam3.errors import UserError  # noqa: E402
-from factory_sam3.models import video as video_models  # noqa: E402
-from factory_sam3.models import video_memory as vm  # noqa: E402
-from factory_sam3.training.stage2 import data as s2data  # noqa: E402
-from factory_sam3.training.stage2.forward import ClipForward, ForwardOptions  # noqa: E402
-from factory_sam3.training.stage2.train import Stage2Settings, apply_freeze, run, set_train_modes  # noqa: E402
+from factory_sam3.errors import UserError
+from factory_sam3.models import video as video_models
+from factory_sam3.models import video_memory as vm
+from factory_sam3.training.stage2 import data as s2data
+from factory_sam3.training.stage2.forward import ClipForward, ForwardOptions
+from factory_sam3.training.stage2.train import Stage2Settings, apply_freeze, run, set_train_modes
 
 TRAINED_BY_DEFAULT = ("tracker.", "detector.backbone.vision_backbone.sam2_convs.")
 

@@ -14,9 +14,7 @@ import pytest
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from helpers_stage2 import make_ytvis  # noqa: E402
+from helpers_stage2 import make_ytvis
 
 FAST = {"steps": 2, "grad_accum": 1, "frames_per_clip": 3, "max_objects": 2, "save_freq": 1, "eval_frames": 4,
         "log_freq": 1}

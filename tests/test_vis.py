@@ -4,19 +4,15 @@ calibration, and the online tracker against the whole-clip ``track`` on the tiny
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_evaluate import colour_segmenter, colour_tracker, write_ytvis
 
-from test_evaluate import colour_segmenter, colour_tracker, write_ytvis  # noqa: E402
-
-from factory_sam3.evaluation.runner import EvalSettings, evaluate_vis  # noqa: E402
-from factory_sam3.evaluation.stage import check_params, settings_for  # noqa: E402
-from factory_sam3.inference import vis  # noqa: E402
+from factory_sam3.evaluation.runner import EvalSettings, evaluate_vis
+from factory_sam3.evaluation.stage import check_params, settings_for
+from factory_sam3.inference import vis
 
 H, W = 40, 60
 RED, GREEN = (255, 0, 0), (0, 255, 0)  # test_evaluate's gripper and part_A colours
