@@ -26,6 +26,11 @@ class UserError(Exception):
         return ": ".join(parts + [self.problem])
 
 
+def warn(message: str) -> None:
+    """A problem worth knowing that does not stop the stage: one ``warning: ...`` line on stderr, no traceback."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 EXIT_USER_ERROR = 2
 
 

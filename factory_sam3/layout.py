@@ -44,7 +44,22 @@ SPLITS_FILE = DATA / "splits.json"
 SPLITS = ("train", "valid", "test")
 COCO_ANNOTATIONS = "_annotations.coco.json"
 YTVIS_ANNOTATIONS = "annotations.json"
+FRAMES_MANIFEST = "manifest.json"  # data/frames/manifest.json
 VALIDATE_REPORT = Path("reports") / "validate.json"
+
+# names inside data/raw (the layout above); factory_sam3.data.raw reads them, the sources write them
+RAW_CATEGORIES = "categories.json"
+RAW_SOURCE_RECORD = "source.json"
+RAW_VIDEOS = "videos"
+RAW_FRAME_FOLDERS = "frame_folders"
+RAW_VIDEO_ANNOTATIONS = "video_annotations"
+RAW_IMAGES = "images"
+RAW_MASKS = "masks"
+RAW_IMAGE_ANNOTATIONS = "image_annotations"
+RAW_GROUPS = "groups.json"
+RAW_SPLITS = "splits.json"
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")  # videos/: any container OpenCV decodes
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # frame_folders/ (and the sources' images)
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")

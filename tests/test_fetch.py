@@ -33,8 +33,10 @@ TINY_SYNTHETIC = {**SMALL_SYNTHETIC, "num_videos": 1, "frames_per_video": 10, "n
 
 
 def run_fetch(workdir: Path, fetch_params: dict, env: dict | None = None, timeout: int = 600):
+    """The fetch stage in ``workdir`` with params.yaml's own fetch section updated by ``fetch_params``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "params.yaml").write_text(yaml.safe_dump({"fetch": fetch_params}))
+    fetch = {**_default_params()["fetch"], **fetch_params}
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"fetch": fetch}))
     return subprocess.run([sys.executable, str(FETCH), "--params", "params.yaml"], cwd=workdir,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -255,11 +257,15 @@ def test_synthetic_camera_sees_plant_speed_feature_cell_sizes_and_look_alikes(de
 
 
 def test_bad_synthetic_params_are_named(tmp_path):
-    result = run_fetch(tmp_path, {"source": "synthetic", "seed": 0, "synthetic": {"num_videos": -1}})
-    assert_user_error(result, "fetch.synthetic.num_videos")
+    result = run_fetch(tmp_path, {"source": "synthetic", "seed": 0, "synthetic": {**SMALL_SYNTHETIC, "num_videos": -1}})
+    assert_user_error(result, "params.yaml: 'fetch.synthetic.num_videos' must be a non-negative integer")
     assert not (tmp_path / "data" / "raw").exists()
     result = run_fetch(tmp_path, {"source": "nowhere"})
-    assert_user_error(result, "unknown 'fetch.source'")
+    assert_user_error(result, "'fetch.source' is unknown: 'nowhere'")
+    result = run_fetch(tmp_path, {"synthetic": {"num_videos": 2}})
+    assert_user_error(result, "missing key 'fetch.synthetic.frames_per_video'")
+    result = run_fetch(tmp_path, {"colour": "red"})
+    assert_user_error(result, "unknown key 'fetch.colour'")
 
 
 def test_help_works():

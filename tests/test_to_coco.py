@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from factory_sam3 import layout
+from factory_sam3.data import parallel
 from factory_sam3.data import splits as splits_mod
 from factory_sam3.data import to_coco
 from factory_sam3.errors import UserError
@@ -233,10 +234,10 @@ def test_sample_rate_one_takes_every_annotated_frame(project):
 
 
 def test_rerun_is_byte_identical_pool_or_not(project, monkeypatch):
-    monkeypatch.setattr(to_coco, "POOL_MIN_SECONDS", 0.0)  # the fixture is small: force the process pool
+    monkeypatch.setattr(parallel, "POOL_MIN_SECONDS", 0.0)  # the fixture is small: force the process pool
     pools = []
-    real_pool = to_coco.process_pool
-    monkeypatch.setattr(to_coco, "process_pool", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
+    real_pool = parallel.process_pool
+    monkeypatch.setattr(parallel, "process_pool", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
     convert(project, workers=2)
     assert len(pools) == 1
     first = {p.relative_to(project): p.read_bytes() for p in (project / "data" / "coco").rglob("*.json")}

@@ -67,7 +67,7 @@ def test_the_fetch_stage_depends_on_data_sources():
 
 
 def test_unversioned_path_warns_tracked_path_does_not(tmp_path, monkeypatch):
-    from factory_sam3.sources import unversioned_warning
+    from factory_sam3.sources.stage import unversioned_warning
 
     monkeypatch.chdir(tmp_path)
     assert unversioned_warning(None) is None

@@ -102,18 +102,18 @@ def test_process_pool_gives_the_same_report(project, monkeypatch):
     from factory_sam3.data import validate
 
     def report(workers):
-        return validate.run(
+        return validate.check_datasets(
             PARAMS["validate"], project / layout.COCO, project / layout.YTVIS, workers=workers, progress=False
         ).as_dict()
 
     (project / layout.COCO / "train" / load(project / COCO_JSON)["images"][0]["file_name"]).write_bytes(b"broken")
     sequential = report(1)
-    monkeypatch.setattr(validate, "POOL_MIN_SECONDS", 0.0)
-    from factory_sam3.data import to_coco
+    from factory_sam3.data import parallel
 
+    monkeypatch.setattr(parallel, "POOL_MIN_SECONDS", 0.0)
     pools = []
-    real_pool = to_coco.process_pool
-    monkeypatch.setattr(to_coco, "process_pool", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
+    real_pool = parallel.process_pool
+    monkeypatch.setattr(parallel, "process_pool", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
     assert report(2) == sequential and sequential["num_errors"] == 1
     assert len(pools) == 1
 
@@ -134,9 +134,9 @@ def test_class_balance_warning_follows_the_param(project):
 
 def test_bad_params_remove_a_passing_report(project):
     assert run_stage("validate", project).returncode == 0
-    (project / "params.yaml").write_text(json.dumps({**PARAMS, "validate": {"class_balance_ratio": "two"}}))
+    (project / "params.yaml").write_text(json.dumps({**PARAMS, "validate": {**PARAMS["validate"], "class_balance_ratio": "two"}}))
     result = run_stage("validate", project)
-    assert result.returncode != 0 and "validate.class_balance_ratio" in result.stderr
+    assert result.returncode != 0 and "'validate.class_balance_ratio' must be a number, got 'two'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (project / layout.VALIDATE_REPORT).exists()
 

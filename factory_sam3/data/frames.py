@@ -13,12 +13,15 @@ per core, one decoder thread each, so processes don't fight over cores), JPEG en
 A video that cannot be opened, decodes no frame, or decodes fewer frames than its container claims
 (truncated) is an error naming the file; with ``skip_bad_videos`` it is a warning and a ``"skipped"``
 record in the manifest instead, never a silent empty folder.
+
+Settings: params.yaml section ``extract_frames``: frame_interval (keep every N-th frame), max_frames_per_video,
+jpeg_quality, workers (0 = one process per core), skip_bad_videos (warn and record instead of failing).
+Paths are relative to the current directory; the output is written to a temporary folder and renamed.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import multiprocessing
 import os
 import shutil
@@ -26,23 +29,26 @@ import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import cv2
 from tqdm import tqdm
 
 from factory_sam3 import layout
-from factory_sam3.atomic import atomic_dir
+from factory_sam3.cli import stage_main
+from factory_sam3.config import Invalid, ensure
+from factory_sam3.data.parallel import cpu_workers
 from factory_sam3.errors import UserError
+from factory_sam3.io import atomic_dir, write_json
 
 # FFmpeg's and OpenCV's own console chatter about a broken stream would bury our one-line message
 # (which names the file and the problem); silence them unless the user asked for it.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")  # layout.py: any container OpenCV decodes
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-MANIFEST = "manifest.json"
+STAGE = "extract_frames"
+VIDEO_EXTENSIONS = layout.VIDEO_EXTENSIONS
+IMAGE_EXTENSIONS = layout.IMAGE_EXTENSIONS
+MANIFEST = layout.FRAMES_MANIFEST
 ENCODE_QUEUE = 8  # frames waiting for the encoder thread
 FRAME_NAME = "{:05d}.jpg"
 
@@ -52,29 +58,40 @@ class VideoError(Exception):
 
 
 @dataclass(frozen=True)
+class Params:
+    """params.yaml section ``extract_frames``."""
+
+    frame_interval: int  # keep every N-th frame
+    max_frames_per_video: int | None  # null or 0: no limit
+    jpeg_quality: int
+    workers: int  # 0 = one process per core
+    skip_bad_videos: bool  # warn and record a bad video instead of failing
+
+    def check(self) -> None:
+        if self.frame_interval < 1:
+            raise Invalid("frame_interval", f"must be an integer >= 1, got {self.frame_interval!r}")
+        if self.max_frames_per_video is not None and self.max_frames_per_video < 0:
+            raise Invalid("max_frames_per_video", f"must be an integer >= 1 (0 or null: no limit), got "
+                          f"{self.max_frames_per_video!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise Invalid("jpeg_quality", f"must be an integer between 1 and 100, got {self.jpeg_quality!r}")
+        if self.workers < 0:
+            raise Invalid("workers", f"must be 0 (one per core) or a positive integer, got {self.workers!r}")
+
+
+@dataclass(frozen=True)
 class Settings:
-    frame_interval: int = 1
-    max_frames_per_video: int | None = None  # None or 0: no limit
-    jpeg_quality: int = 95
+    """How one video is extracted (from ``Params``, plus the decoder threads extract_all picks)."""
+
+    frame_interval: int
+    max_frames_per_video: int | None  # None: no limit
+    jpeg_quality: int
     decoder_threads: int = 1  # per video; parallelism comes from one process per video
     encode_thread: bool = True  # encode JPEGs in a second thread while the next frames decode
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], file: object = "params.yaml") -> "Settings":
-        def integer(key: str, low: int, high: int | None = None, default: Any = None) -> int:
-            value = params.get(key, default)
-            too_high = high is not None and isinstance(value, int) and value > high
-            if isinstance(value, bool) or not isinstance(value, int) or value < low or too_high:
-                bound = f"between {low} and {high}" if high is not None else f">= {low}"
-                raise UserError(f"'extract_frames.{key}' must be an integer {bound}, got {value!r}", file)
-            return value
-
-        max_frames = params.get("max_frames_per_video")
-        return cls(
-            frame_interval=integer("frame_interval", 1, default=1),
-            max_frames_per_video=None if max_frames in (None, 0) else integer("max_frames_per_video", 1),
-            jpeg_quality=integer("jpeg_quality", 1, 100, default=95),
-        )
+    def of(cls, params: Params) -> "Settings":
+        return cls(params.frame_interval, params.max_frames_per_video or None, params.jpeg_quality)
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,7 @@ class Job:
 def find_jobs(raw: Path) -> list[Job]:
     """Every video and frame folder under ``raw``, sorted by name; duplicate names are an error."""
     jobs: dict[str, Job] = {}
-    videos_dir, folders_dir = raw / "videos", raw / "frame_folders"
+    videos_dir, folders_dir = raw / layout.RAW_VIDEOS, raw / layout.RAW_FRAME_FOLDERS
     if videos_dir.is_dir():
         for path in sorted(videos_dir.iterdir()):
             if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
@@ -241,22 +258,35 @@ def run_job(job: Job, out_root: Path, settings: Settings) -> tuple[str, dict]:
 
 # ------------------------------------------------------------------------------------------ all videos
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _pool_context():
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+def run(params: Params, raw: Path = layout.RAW, out: Path = layout.FRAMES, progress: bool = True) -> dict:
+    """The stage: every video and frame folder under ``raw`` into ``out``; returns a summary."""
+    params = ensure(Params, params, STAGE)
+    manifest = extract_all(raw, out, Settings.of(params), params.workers, params.skip_bad_videos, progress)
+    videos = manifest["videos"].values()
+    skipped = sum(v["status"] != "ok" for v in videos)
+    return {"frames": sum(len(v["frames"]) for v in videos), "videos": len(videos) - skipped, "skipped": skipped,
+            "out": str(out)}
+
+
+def show(summary: dict) -> None:
+    skipped = summary["skipped"]
+    print(f"{STAGE}: {summary['frames']} frames from {summary['videos']} videos -> {summary['out']}"
+          + (f" ({skipped} skipped)" if skipped else ""), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    stage_main(STAGE, __doc__, Params, run, show, argv, paths={"raw": layout.RAW, "out": layout.FRAMES})
+
+
 def extract_all(
-    raw: Path = layout.RAW,
-    out: Path = layout.FRAMES,
-    settings: Settings = Settings(),
+    raw: Path,
+    out: Path,
+    settings: Settings,
     workers: int = 0,
     skip_bad_videos: bool = False,
     progress: bool = True,
@@ -266,7 +296,7 @@ def extract_all(
     if not raw.is_dir():
         raise UserError("raw data folder not found (run the fetch stage first)", raw)
     jobs = find_jobs(raw)
-    cores = default_workers()
+    cores = cpu_workers()
     workers = cores if not workers else workers
     workers = max(1, min(workers, len(jobs) or 1))
     # fewer videos than cores: let each decoder use the spare cores (frame threading) instead
@@ -310,9 +340,7 @@ def extract_all(
             "settings": {k: v for k, v in asdict(settings).items() if k not in ("decoder_threads", "encode_thread")},
             "videos": {name: records[name] for name in sorted(records)},
         }
-        with open(tmp / MANIFEST, "w", encoding="utf-8") as handle:  # sorted keys: same input, same bytes
-            json.dump(manifest, handle, indent=1, sort_keys=True)
-            handle.write("\n")
+        write_json(tmp / MANIFEST, manifest, indent=1, atomic=False)  # sorted keys: same input, same bytes
     return manifest
 
 

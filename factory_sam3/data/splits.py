@@ -12,28 +12,37 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterable, Mapping
 
 from factory_sam3.errors import UserError
+from factory_sam3 import layout
 from factory_sam3.layout import SPLITS
 
 
-def normalize_ratios(ratios: Mapping[str, float], file: object = "params.yaml") -> dict[str, float]:
-    """Check ``to_coco.splits`` and scale it to sum to 1, in the order train, valid, test."""
+def ratios_problem(ratios: object) -> str | None:
+    """What is wrong with a ``to_coco.splits`` value (split name -> ratio), or None."""
     if not isinstance(ratios, Mapping):
-        raise UserError("'to_coco.splits' must map split names to ratios", file)
+        return "must map split names to ratios"
     unknown = set(ratios) - set(SPLITS)
     if unknown:
-        raise UserError(f"'to_coco.splits' has unknown split(s) {sorted(unknown)}; use {list(SPLITS)}", file)
-    values = {}
+        return f"has unknown split(s) {sorted(unknown)}; use {list(SPLITS)}"
     for name in SPLITS:
         value = ratios.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise UserError(f"'to_coco.splits.{name}' must be a non-negative number, got {value!r}", file)
-        values[name] = float(value)
+            return f"'{name}' must be a non-negative number, got {value!r}"
+    if sum(ratios.get(name, 0) for name in SPLITS) <= 0:
+        return "ratios must not all be zero"
+    return None
+
+
+def normalize_ratios(ratios: Mapping[str, float], file: object = None) -> dict[str, float]:
+    """Check ``to_coco.splits`` and scale it to sum to 1, in the order train, valid, test."""
+    problem = ratios_problem(ratios)
+    if problem:
+        raise UserError(f"'to_coco.splits' {problem}", file)
+    values = {name: float(ratios.get(name, 0)) for name in SPLITS}
     total = sum(values.values())
-    if total <= 0:
-        raise UserError("'to_coco.splits' ratios must not all be zero", file)
     return {name: value / total for name, value in values.items()}
 
 
@@ -99,7 +108,7 @@ def assign_splits(
     seed: int,
     still_groups: Mapping[str, str] | None = None,
     fixed: Mapping[str, str] | None = None,
-    fixed_file: object = "raw/splits.json",
+    fixed_file: object = layout.RAW / layout.RAW_SPLITS,
 ) -> dict[str, str]:
     """``{video or still image name: split}`` for every item.
 
@@ -119,7 +128,7 @@ def assign_splits(
     if overlap:
         raise UserError(
             f"names used by both a video and a still image: {sorted(overlap)[:5]}; rename one so splits stay unambiguous",
-            "data/raw",
+            fixed_file.parent if isinstance(fixed_file, Path) else None,
         )
 
     group_of = {image: f"{still_groups.get(image, image)}" for image in stills}

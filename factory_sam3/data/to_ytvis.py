@@ -12,33 +12,40 @@ datasets agree. Tracks annotated on fewer than ``min_track_frames`` extracted fr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from factory_sam3 import layout
-from factory_sam3.atomic import atomic_dir
-from factory_sam3.errors import UserError
-from factory_sam3.formats import coco, ytvis
-from factory_sam3.formats.rle import SegmentationError, rle_with_box, to_rle
-from factory_sam3.data.to_coco import (
+from factory_sam3.cli import stage_main
+from factory_sam3.config import Invalid, ensure
+from factory_sam3.data.raw import (
     image_size,
-    link_or_copy,
     load_categories,
     load_manifest,
     load_video_annotations,
-    read_json_file,
     track_sort_key,
     usable_videos,
-    warn,
+    video_annotations_path,
 )
+from factory_sam3.errors import UserError, warn
+from factory_sam3.formats import coco, ytvis
+from factory_sam3.formats.rle import SegmentationError, rle_with_box, to_rle
+from factory_sam3.io import atomic_dir, link_or_copy, read_json
+
+STAGE = "to_ytvis"
 
 
-def check_params(params: dict) -> int:
-    value = params.get("min_track_frames", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"'to_ytvis.min_track_frames' must be an integer >= 1, got {value!r}", "params.yaml")
-    return value
+@dataclass(frozen=True)
+class Params:
+    """params.yaml section ``to_ytvis``."""
+
+    min_track_frames: int  # drop tracks annotated on fewer extracted frames than this
+
+    def check(self) -> None:
+        if self.min_track_frames < 1:
+            raise Invalid("min_track_frames", f"must be an integer >= 1, got {self.min_track_frames!r}")
 
 
 def build_video(
@@ -47,7 +54,7 @@ def build_video(
 ) -> tuple[dict, list[dict], int]:
     """``(video record, track annotations, dropped tracks)`` for one video."""
     frame_list = entry.get("frames", [])
-    manifest_path = frames / "manifest.json"
+    manifest_path = frames / layout.FRAMES_MANIFEST
     if not frame_list:
         raise UserError("no extracted frames", manifest_path, f"video {name}")
     size = None
@@ -66,11 +73,11 @@ def build_video(
 
     annotations = load_video_annotations(raw, name)
     if annotations is None:
-        warn(f"{raw / 'video_annotations'}: no annotations for video {name}; it is kept without tracks")
+        warn(f"{raw / layout.RAW_VIDEO_ANNOTATIONS}: no annotations for video {name}; it is kept without tracks")
         return ytvis.video_record(video_id, file_names, width, height, annotated_frames=[]), [], 0
     annotated = [t for t, frame in enumerate(frame_list) if str(frame["source_index"]) in annotations["frames"]]
     video = ytvis.video_record(video_id, file_names, width, height, annotated_frames=annotated)
-    ann_path = raw / "video_annotations" / f"{name}.json"
+    ann_path = video_annotations_path(raw, name)
     if (annotations["width"], annotations["height"]) != (width, height):
         raise UserError(
             f"declared size {annotations['width']}x{annotations['height']} but the extracted frames are {width}x{height}",
@@ -113,30 +120,43 @@ def build_video(
 
 
 def run(
-    params: dict,
+    params: Params,
     raw: Path = layout.RAW,
     frames: Path = layout.FRAMES,
     splits_file: Path = layout.SPLITS_FILE,
     out: Path = layout.YTVIS,
     progress: bool = True,
 ) -> dict:
-    min_track_frames = check_params(params)
+    """Build the YTVIS splits; returns a summary (videos, frames and tracks per split)."""
+    params = ensure(Params, params, STAGE)
     raw, frames, splits_file, out = Path(raw), Path(frames), Path(splits_file), Path(out)
     # entered first so that the previous output is gone even when the checks below fail
     with atomic_dir(out) as tmp:
-        return _build(raw, frames, splits_file, tmp, min_track_frames, progress)
+        return _build(raw, frames, splits_file, tmp, params.min_track_frames, progress)
+
+
+def show(summary: dict) -> None:
+    for split in layout.SPLITS:
+        s = summary[split]
+        print(f"{split}: {s['videos']} videos, {s['frames']} frames, {s['tracks']} tracks")
+    if summary["tracks_dropped"]:
+        print(f"dropped {summary['tracks_dropped']} tracks below {STAGE}.min_track_frames")
+
+
+def main(argv: list[str] | None = None) -> None:
+    stage_main(STAGE, __doc__, Params, run, show, argv)
 
 
 def _build(raw: Path, frames: Path, splits_file: Path, tmp: Path, min_track_frames: int, progress: bool) -> dict:
     categories = load_categories(raw)
     by_name, _ = coco.category_maps(categories)
-    manifest_path = frames / "manifest.json"
+    manifest_path = frames / layout.FRAMES_MANIFEST
     if not manifest_path.is_file():
         raise UserError("file not found (run the extract_frames stage first)", manifest_path)
     videos = usable_videos(load_manifest(frames), manifest_path)
     if not splits_file.is_file():
         raise UserError("file not found (run the to_coco stage first: it assigns the splits)", splits_file)
-    split_of = read_json_file(splits_file)
+    split_of = read_json(splits_file)
     if not isinstance(split_of, dict):
         raise UserError("must map video and image names to splits", splits_file)
     for name in videos:

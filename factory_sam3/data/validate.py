@@ -10,8 +10,8 @@ cheap bookkeeping in the parent.
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -21,14 +21,36 @@ from PIL import Image
 from tqdm import tqdm
 
 from factory_sam3 import layout
+from factory_sam3.cli import stage_main
+from factory_sam3.config import Invalid, ensure
+from factory_sam3.data import parallel
+from factory_sam3.errors import UserError
 from factory_sam3.formats.rle import SegmentationError, rle_area, rle_bbox, to_rle
+from factory_sam3.io import read_json, write_json
 
+STAGE = "validate"
+SHOWN_ERRORS = 20  # error lines printed; the report lists all
 AREA_TOLERANCE = 0.01  # relative; plus one pixel, for areas rounded by other tools
 BBOX_TOLERANCE = 1.0  # pixels, for the bbox-vs-mask comparison (a warning)
 # Decoding in a process pool pays off only when it would take longer than a fresh worker server needs to
-# start (~0.5 s); estimated from the declared image sizes.
+# start (parallel.worth_a_pool); estimated from the declared image sizes.
 SECONDS_PER_IMAGE_PIXEL = 1e-8  # PIL verify + full JPEG decode, measured: ~8 ms per 1280x720 frame
-POOL_MIN_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Params:
+    """params.yaml section ``validate`` (the guide's dataset rules; breaking them is a warning)."""
+
+    class_balance_ratio: float  # largest / smallest class count
+    negatives_min: float  # share of images without any target
+    negatives_max: float
+
+    def check(self) -> None:
+        if self.class_balance_ratio < 1:
+            raise Invalid("class_balance_ratio", f"must be a number >= 1, got {self.class_balance_ratio!r}")
+        if not 0 <= self.negatives_min <= self.negatives_max <= 1:
+            raise Invalid("negatives_min", "and negatives_max must be numbers with 0 <= min <= max <= 1, got "
+                          f"{self.negatives_min!r}, {self.negatives_max!r}")
 
 
 @dataclass
@@ -83,16 +105,10 @@ def unsafe_file_name(name: str) -> str | None:
 
 
 def load_json(path: Path, report: Report, required: tuple[str, ...]) -> dict | None:
-    if not path.is_file():
-        report.error(path, None, "file not found")
-        return None
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        report.error(path, None, f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}")
-        return None
-    except UnicodeDecodeError:
-        report.error(path, None, "not a UTF-8 text file")
+        data = read_json(path)
+    except UserError as err:
+        report.error(path, None, err.problem)
         return None
     if not isinstance(data, dict):
         report.error(path, None, "top level must be a JSON object")
@@ -222,14 +238,12 @@ def inspect_images(
     """inspect_image for every path; ``pixels`` (their total declared size) decides on a process pool."""
     results = {}
     bar = tqdm(total=len(paths), desc="validate: decoding images", unit="img", disable=not progress)
-    if workers <= 1 or pixels * SECONDS_PER_IMAGE_PIXEL < POOL_MIN_SECONDS:
+    if not parallel.worth_a_pool(workers, pixels * SECONDS_PER_IMAGE_PIXEL):
         for p in paths:
             results[p] = inspect_image(p)
             bar.update()
     else:
-        from factory_sam3.data.to_coco import process_pool
-
-        with process_pool(workers, preload=(__name__,)) as pool:
+        with parallel.process_pool(workers, preload=(__name__,)) as pool:
             for p, result in zip(paths, pool.imap(inspect_image, paths, chunksize=16)):
                 results[p] = result
                 bar.update()
@@ -388,32 +402,61 @@ def check_ytvis_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> 
 # --------------------------------------------------------------------------- the stage
 
 
-def check_params(params: dict) -> tuple[float, float, float]:
-    from factory_sam3.errors import UserError
-
-    ratio = params.get("class_balance_ratio", 2.0)
-    low = params.get("negatives_min", 0.10)
-    high = params.get("negatives_max", 0.20)
-    if not _is_number(ratio) or ratio < 1:
-        raise UserError(f"'validate.class_balance_ratio' must be a number >= 1, got {ratio!r}", "params.yaml")
-    if not (_is_number(low) and _is_number(high) and 0 <= low <= high <= 1):
-        raise UserError(
-            f"'validate.negatives_min/max' must be numbers with 0 <= min <= max <= 1, got {low!r}, {high!r}", "params.yaml"
-        )
-    return float(ratio), float(low), float(high)
-
-
 def run(
-    params: dict,
+    params: Params,
+    report_file: Path = layout.VALIDATE_REPORT,
+    coco_dir: Path = layout.COCO,
+    ytvis_dir: Path = layout.YTVIS,
+    progress: bool = True,
+) -> dict:
+    """Check both datasets and write the report (atomically, passing or not); returns it (``show`` fails the
+    stage when it holds errors)."""
+    params = ensure(Params, params, STAGE)
+    # a report from an earlier run must not outlive a failure of this one
+    Path(report_file).unlink(missing_ok=True)
+    report = check_datasets(params, coco_dir, ytvis_dir, progress=progress).as_dict()
+    # a failed run leaves an "ok": false report, never a stale passing one, and show()'s error stops dvc
+    # before any training stage
+    write_json(report_file, report)
+    return {**report, "report_file": str(report_file)}
+
+
+def show(summary: dict) -> None:
+    """Print the report's totals, warnings and first errors; a report with errors is a UserError (exit 2)."""
+    for line in summary["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
+    totals = summary["stats"]["totals"]
+    errors = summary["errors"]
+    print(
+        f"{totals['images']} images, {totals['annotations']} annotations, {totals['videos']} videos, "
+        f"{totals['tracks']} tracks; {len(errors)} errors, {len(summary['warnings'])} warnings "
+        f"-> {summary['report_file']}"
+    )
+    if errors:
+        for line in errors[:SHOWN_ERRORS]:
+            print(f"error: {line}", file=sys.stderr)
+        if len(errors) > SHOWN_ERRORS:
+            print(f"... and {len(errors) - SHOWN_ERRORS} more", file=sys.stderr)
+        raise UserError(f"{len(errors)} error(s) found; all are listed in the report", summary["report_file"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    # bad params too must not leave an earlier run's passing report behind
+    stage_main(STAGE, __doc__, Params, run, show, argv, on_start=lambda: layout.VALIDATE_REPORT.unlink(missing_ok=True))
+
+
+def check_datasets(
+    params: Params,
     coco_dir: Path = layout.COCO,
     ytvis_dir: Path = layout.YTVIS,
     workers: int = 0,
     progress: bool = True,
 ) -> Report:
-    """Check both datasets and return the report (the caller writes it and decides the exit code)."""
-    balance_ratio, negatives_min, negatives_max = check_params(params)
+    """Check both datasets and return the report (nothing written)."""
+    params = ensure(Params, params, STAGE)
+    balance_ratio, negatives_min, negatives_max = params.class_balance_ratio, params.negatives_min, params.negatives_max
     coco_dir, ytvis_dir = Path(coco_dir), Path(ytvis_dir)
-    workers = workers or (os.cpu_count() or 1)
+    workers = parallel.resolve_workers(workers)
     report = Report()
     refs: list[ImageRef] = []
     coco_stats, ytvis_stats, video_frames = {}, {}, {}

@@ -93,7 +93,7 @@ def local_input(path: str | Path | None, what: str) -> Iterator[Path]:
     """Yield a local folder for ``fetch.path``: the folder itself, or a .zip extracted to a temporary folder
     that is removed afterwards."""
     if not path:
-        raise UserError(f"'fetch.path' must name a folder or .zip holding the {what}", "params.yaml")
+        raise UserError(f"'fetch.path' must name a folder or .zip holding the {what}")
     path = Path(path)
     if path.is_dir():
         yield path

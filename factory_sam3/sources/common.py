@@ -1,8 +1,8 @@
-"""Small helpers shared by the fetch sources: JSON written the same way every time, categories, names."""
+"""Small helpers shared by the fetch sources: categories, names, images. (JSON: ``factory_sam3.io``; the sources
+write with ``atomic=False`` because the whole output folder is renamed into place at the end.)"""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -10,27 +10,6 @@ from typing import Any, Iterable
 
 from factory_sam3.errors import UserError
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def dump_json(path: Path, data: Any, indent: int | None = None) -> None:
-    """Sorted keys, no timestamps: the same data gives the same bytes on any machine. (The whole output
-    folder is renamed into place at the end, so a per-file atomic rename is not needed here.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        # dumps, not dump: only the one-shot encoder runs in C (dump iterates in Python, ~10x slower)
-        handle.write(json.dumps(data, indent=indent, sort_keys=True, separators=(",", ":") if indent is None else None))
-        handle.write("\n")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("file not found", path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"not valid JSON ({err})", path) from None
 
 
 def check_categories(categories: Any, file: object) -> list[dict]:

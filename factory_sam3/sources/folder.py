@@ -19,16 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from factory_sam3.errors import UserError
-from factory_sam3.layout import SPLITS
+from factory_sam3.io import read_json, write_json
+from factory_sam3.layout import IMAGE_EXTENSIONS, SPLITS, VIDEO_EXTENSIONS
 from factory_sam3.sources.archive import find_root, local_input
-from factory_sam3.sources.common import (
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    check_categories,
-    copy_as_jpeg,
-    dump_json,
-    read_json,
-)
+from factory_sam3.sources.common import check_categories, copy_as_jpeg
 
 DATA_DIRS = ("videos", "frame_folders", "images")
 ALL_DIRS = DATA_DIRS + ("video_annotations", "masks", "image_annotations")
@@ -122,7 +116,7 @@ def check_layout(root: Path) -> list[dict]:
 
 def copy_layout(root: Path, out: Path) -> dict:
     categories = check_layout(root)
-    dump_json(out / "categories.json", categories, indent=2)
+    write_json(out / "categories.json", categories, indent=2, atomic=False)
     counts = {}
     for name in ALL_DIRS:
         src = root / name
@@ -150,6 +144,6 @@ def fetch_local(path: Any, out: Path) -> dict:
         return copy_layout(root, out)
 
 
-def fetch(params: dict, out: Path) -> dict:
-    counts = fetch_local(params.get("path"), out)
-    return {"source": "folder", "path": str(params.get("path")), "counts": counts}
+def fetch(params, out: Path) -> dict:
+    counts = fetch_local(params.path, out)
+    return {"source": "folder", "path": str(params.path), "counts": counts}

@@ -26,7 +26,8 @@ from pycocotools import mask as mask_utils
 
 from factory_sam3.errors import UserError
 from factory_sam3.sources.archive import find_root, local_input
-from factory_sam3.sources.common import check_categories, copy_as_jpeg, dump_json, read_json, safe_name
+from factory_sam3.io import read_json, write_json
+from factory_sam3.sources.common import check_categories, copy_as_jpeg, safe_name
 
 SPLIT_DIRS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
 ANNOTATIONS = "_annotations.coco.json"
@@ -43,7 +44,7 @@ def _download(project_id: str, api_key: str) -> Iterator[Path]:
         from roboflow import Roboflow  # optional dependency, only for downloads
     except ImportError:
         raise UserError("downloading needs the 'roboflow' package: pip install roboflow "
-                        "(or point fetch.path at a downloaded COCO export folder or .zip)", "params.yaml") from None
+                        "(or point fetch.path at a downloaded COCO export folder or .zip)") from None
     workspace, project, version = project_id.split("/")
     scratch = Path(tempfile.mkdtemp(prefix="factory-sam3-roboflow-"))
     try:
@@ -51,7 +52,7 @@ def _download(project_id: str, api_key: str) -> Iterator[Path]:
             Roboflow(api_key=api_key).workspace(workspace).project(project).version(int(version)).download(
                 "coco", location=str(scratch / "export"))
         except Exception as err:  # the client raises assorted errors for bad keys, names, network
-            raise UserError(f"Roboflow download of '{project_id}' failed: {err}", "params.yaml") from None
+            raise UserError(f"Roboflow download failed: {err}", project_id) from None
         yield scratch / "export"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -124,7 +125,7 @@ def convert_export(root: Path, out: Path) -> dict:
     categories = _categories(exports)
     new_categories = [{"id": i, "name": c["name"], "supercategory": c["supercategory"]}
                       for i, c in enumerate(categories.values(), start=1)]
-    dump_json(out / "categories.json", new_categories, indent=2)
+    write_json(out / "categories.json", new_categories, indent=2, atomic=False)
     (out / "images").mkdir()
     (out / "image_annotations").mkdir()
 
@@ -165,8 +166,8 @@ def convert_export(root: Path, out: Path) -> dict:
                 boxes_as_masks += from_box
                 instances.append({"category": categories[cid]["name"], "segmentation": seg})
             copy_as_jpeg(src, out / "images" / f"{name}.jpg")
-            dump_json(out / "image_annotations" / f"{name}.json",
-                      {"width": width, "height": height, "instances": instances})
+            write_json(out / "image_annotations" / f"{name}.json",
+                      {"width": width, "height": height, "instances": instances}, indent=None, atomic=False)
             splits[name] = split
             images_total += 1
         orphans = set(by_image) - image_ids
@@ -177,12 +178,12 @@ def convert_export(root: Path, out: Path) -> dict:
     if boxes_as_masks:
         print(f"warning: {boxes_as_masks} annotation(s) had no segmentation; their boxes are used as masks",
               file=sys.stderr)
-    dump_json(out / "splits.json", splits, indent=1)
+    write_json(out / "splits.json", splits, indent=1, atomic=False)
     return {"images": images_total, "boxes_as_masks": boxes_as_masks, "categories": len(new_categories)}
 
 
-def fetch(params: dict, out: Path) -> dict:
-    path = params.get("path")
+def fetch(params, out: Path) -> dict:
+    path = params.path
     with _input(path) as folder:
         root = find_root(folder, _is_export)
         if root is None:

@@ -22,12 +22,20 @@ READ_TIMEOUT_S = 60
 MAX_ATTEMPTS = 2
 
 
-def parse_url(url: object) -> tuple[str, str]:
+def url_problem(url: object) -> str | None:
+    """What is wrong with ``fetch.path`` for the s3 source, or None."""
     if not isinstance(url, str) or not url.startswith("s3://"):
-        raise UserError(f"'fetch.path' must be s3://bucket/prefix for the s3 source, got {url!r}", "params.yaml")
+        return f"must be s3://bucket/prefix for the s3 source, got {url!r}"
+    if not url[len("s3://"):].partition("/")[0]:
+        return f"names no bucket: {url!r}"
+    return None
+
+
+def parse_url(url: object) -> tuple[str, str]:
+    problem = url_problem(url)
+    if problem:
+        raise UserError(f"'fetch.path' {problem}")
     bucket, _, prefix = url[len("s3://"):].partition("/")
-    if not bucket:
-        raise UserError(f"'fetch.path' {url!r} names no bucket", "params.yaml")
     return bucket, prefix
 
 
@@ -98,9 +106,9 @@ def download(url: str, endpoint_url: str | None, target: Path) -> Path:
     return target
 
 
-def fetch(params: dict, out: Path) -> dict:
-    url = params.get("path")
-    endpoint = params.get("endpoint_url")
+def fetch(params, out: Path) -> dict:
+    url = params.path
+    endpoint = params.endpoint_url
     scratch = Path(tempfile.mkdtemp(prefix="factory-sam3-s3-"))
     try:
         local = download(url, endpoint, scratch)

@@ -26,7 +26,7 @@ keys are sorted and nothing records a time, so the same seed gives byte-identica
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,10 @@ import numpy as np
 from tqdm import tqdm
 
 from factory_sam3 import layout
+from factory_sam3.config import Invalid
 from factory_sam3.errors import UserError
 from factory_sam3.formats.rle import mask_to_rle
-from factory_sam3.sources.common import dump_json
+from factory_sam3.io import write_json
 
 # BGR colours (OpenCV order)
 PART_GREEN = (60, 165, 70)
@@ -63,17 +64,38 @@ DEFECT_CHANCE = 0.85
 IDLE_SHARE = 0.5  # in an "idle line" video this share of the frames shows an empty belt (the negatives)
 MIN_VISIBLE_PIXELS = 12  # slivers smaller than this at the frame edge are not annotated
 JPEG_QUALITY = 95
-DEFAULTS = {
-    "num_videos": 50,
-    "frames_per_video": 48,
-    "fps": 10,
-    "width": 256,
-    "height": 192,
-    "num_images": 60,
-    "negative_fraction": 0.15,
-    "sparse_videos": 10,
-    "keyframe_interval": 4,
-}
+@dataclass(frozen=True)
+class SyntheticParams:
+    """params.yaml ``fetch.synthetic`` (what each key means: the comments there)."""
+
+    num_videos: int
+    frames_per_video: int
+    fps: float
+    width: int
+    height: int
+    num_images: int
+    negative_fraction: float
+    sparse_videos: int
+    keyframe_interval: int
+
+    def check(self) -> None:
+        for key in ("num_videos", "frames_per_video", "width", "height", "num_images", "sparse_videos",
+                    "keyframe_interval"):
+            if getattr(self, key) < 0:
+                raise Invalid(key, f"must be a non-negative integer, got {getattr(self, key)!r}")
+        if self.width < 96 or self.height < 96 or self.width % 2 or self.height % 2:
+            raise Invalid("width", f"and height must be even and at least 96, got {self.width}x{self.height}")
+        if self.frames_per_video < 8:
+            raise Invalid("frames_per_video", f"must be at least 8, got {self.frames_per_video}")
+        if self.keyframe_interval < 1:
+            raise Invalid("keyframe_interval", f"must be at least 1, got {self.keyframe_interval}")
+        if self.sparse_videos > self.num_videos:
+            raise Invalid("sparse_videos", f"cannot exceed num_videos ({self.sparse_videos} > {self.num_videos})")
+        if not 0 <= self.negative_fraction <= 0.5:
+            raise Invalid("negative_fraction", f"must be between 0 and 0.5, got {self.negative_fraction!r}")
+        if self.fps <= 0:
+            raise Invalid("fps", f"must be a positive number, got {self.fps!r}")
+
 KIND_VIDEO, KIND_IMAGE = 1, 2
 
 
@@ -482,48 +504,18 @@ def render_image(cfg: dict, seed: int, index: int, negative: bool) -> tuple[np.n
 
 # ------------------------------------------------------------------------------------------- entry
 
-def _config(params: dict) -> dict:
-    cfg = dict(DEFAULTS)
-    cfg.update(params.get("synthetic") or {})
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"unknown key 'fetch.synthetic.{unknown[0]}' (known: {', '.join(sorted(DEFAULTS))})",
-                        "params.yaml")
-    ints = ("num_videos", "frames_per_video", "width", "height", "num_images", "sparse_videos", "keyframe_interval")
-    for key in ints:
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UserError(f"'fetch.synthetic.{key}' must be a non-negative integer, got {value!r}", "params.yaml")
-    if cfg["width"] < 96 or cfg["height"] < 96 or cfg["width"] % 2 or cfg["height"] % 2:
-        raise UserError("'fetch.synthetic.width/height' must be even and at least 96", "params.yaml")
-    if cfg["frames_per_video"] < 8:
-        raise UserError("'fetch.synthetic.frames_per_video' must be at least 8", "params.yaml")
-    if cfg["keyframe_interval"] < 1:
-        raise UserError("'fetch.synthetic.keyframe_interval' must be at least 1", "params.yaml")
-    if cfg["sparse_videos"] > cfg["num_videos"]:
-        raise UserError("'fetch.synthetic.sparse_videos' cannot exceed num_videos", "params.yaml")
-    frac = cfg["negative_fraction"]
-    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 0.5:
-        raise UserError(f"'fetch.synthetic.negative_fraction' must be between 0 and 0.5, got {frac!r}", "params.yaml")
-    fps = cfg["fps"]
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
-        raise UserError(f"'fetch.synthetic.fps' must be a positive number, got {fps!r}", "params.yaml")
-    return cfg
-
-
-def fetch(params: dict, out: Path) -> dict:
-    """Generate the dataset into ``out`` (data/raw layout); returns what source.json records."""
-    cfg = _config(params)
-    seed = params.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UserError(f"'fetch.seed' must be an integer, got {seed!r}", "params.yaml")
-    dump_json(out / "categories.json", layout.CATEGORIES, indent=2)
+def fetch(params, out: Path) -> dict:
+    """Generate the dataset into ``out`` (data/raw layout) from ``params`` (the typed ``fetch`` section);
+    returns what source.json records."""
+    cfg = asdict(params.synthetic)
+    seed = params.seed
+    write_json(out / layout.RAW_CATEGORIES, layout.CATEGORIES, indent=2, atomic=False)
     (out / "videos").mkdir()
     (out / "video_annotations").mkdir()
     for index in tqdm(range(cfg["num_videos"]), desc="fetch: synthetic videos", unit="video"):
         name = f"cell_{index:02d}"
         record = render_video(cfg, seed, index, out / "videos" / f"{name}.mp4")
-        dump_json(out / "video_annotations" / f"{name}.json", record)
+        write_json(out / "video_annotations" / f"{name}.json", record, indent=None, atomic=False)
 
     (out / "images").mkdir()
     (out / "masks").mkdir()

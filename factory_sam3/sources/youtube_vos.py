@@ -22,7 +22,8 @@ from tqdm import tqdm
 from factory_sam3.errors import UserError
 from factory_sam3.formats.rle import mask_to_rle
 from factory_sam3.sources.archive import find_root, local_input
-from factory_sam3.sources.common import dump_json, numbered_categories, read_json, safe_name
+from factory_sam3.io import read_json, write_json
+from factory_sam3.sources.common import numbered_categories, safe_name
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg")
 
@@ -69,7 +70,7 @@ def convert(root: Path, out: Path) -> dict:
     names = sorted({obj["category"] for v in videos if v.name in meta for obj in meta[v.name]["objects"].values()})
     if not names:
         raise UserError("no objects in meta.json for the videos present", root / "meta.json")
-    dump_json(out / "categories.json", numbered_categories(names), indent=2)
+    write_json(out / "categories.json", numbered_categories(names), indent=2, atomic=False)
     annotated = 0
     for video_dir in tqdm(videos, desc="fetch: youtube_vos", unit="video"):
         video = video_dir.name
@@ -105,16 +106,16 @@ def convert(root: Path, out: Path) -> dict:
                 raise UserError(f"object id(s) {unknown} are not listed for this video in meta.json", png)
             per_frame[str(index_of[png.stem])] = {str(oid): mask_to_rle(ids == oid) for oid in sorted(present)}
             annotated += 1
-        dump_json(out / "video_annotations" / f"{name}.json", {
+        write_json(out / "video_annotations" / f"{name}.json", {
             "video": name, "width": width, "height": height, "num_frames": len(frames),
             "tracks": {str(int(oid)): {"category": obj["category"]} for oid, obj in objects.items()},
             "frames": per_frame,
-        })
+        }, indent=None, atomic=False)
     return {"videos": len(videos), "annotated_frames": annotated, "categories": len(names)}
 
 
-def fetch(params: dict, out: Path) -> dict:
-    path = params.get("path")
+def fetch(params, out: Path) -> dict:
+    path = params.path
     with local_input(path, "YouTube-VOS data (JPEGImages/, Annotations/, meta.json)") as folder:
         root = find_root(folder, _is_root)
         if root is None:
