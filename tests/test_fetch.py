@@ -22,6 +22,8 @@ import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from helpers_params import repo_params, section_with
+
 from factory_sam3 import layout
 from factory_sam3.formats.rle import rle_to_mask
 
@@ -35,8 +37,7 @@ TINY_SYNTHETIC = {**SMALL_SYNTHETIC, "num_videos": 1, "frames_per_video": 10, "n
 def run_fetch(workdir: Path, fetch_params: dict, env: dict | None = None, timeout: int = 600):
     """The fetch stage in ``workdir`` with params.yaml's own fetch section updated by ``fetch_params``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    fetch = {**_default_params()["fetch"], **fetch_params}
-    (workdir / "params.yaml").write_text(yaml.safe_dump({"fetch": fetch}))
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"fetch": section_with("fetch", **fetch_params)}))
     return subprocess.run([sys.executable, str(FETCH), "--params", "params.yaml"], cwd=workdir,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -84,7 +85,7 @@ def _video_annotations(raw: Path) -> dict[str, dict]:
 
 
 def _default_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return repo_params()
 
 
 def test_synthetic_layout_classes_and_negative_share(default_raw):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers_params import section_with
 from helpers_s3 import VENV_BIN, MotoServer, init_repo, project_env, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,8 +43,8 @@ def moto(tmp_path_factory):
 def raw_two_videos(tmp_path_factory) -> Path:
     """A small dataset in the raw layout (the synthetic generator's output, source.json removed)."""
     work = tmp_path_factory.mktemp("raw")
-    (work / "params.yaml").write_text(yaml.safe_dump({"fetch": {"source": "synthetic", "seed": 5,
-                                                                "synthetic": TINY_SYNTHETIC}}))
+    (work / "params.yaml").write_text(yaml.safe_dump({"fetch": section_with("fetch", source="synthetic", seed=5,
+                                                                            synthetic=TINY_SYNTHETIC)}))
     run([sys.executable, str(REPO / "stages" / "fetch.py")], work, project_env(), timeout=120)
     (work / "data" / "raw" / "source.json").unlink()
     return work / "data" / "raw"
@@ -100,8 +101,8 @@ def test_s3_source_change_is_picked_up_rerun_and_pinned(tmp_path, moto, raw_two_
         "count": {"cmd": COUNT, "deps": ["data/raw"], "metrics": [{"count.json": {"cache": False}}]},
     }
     (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    (project / "params.yaml").write_text(yaml.safe_dump({"fetch": {"source": "folder",
-                                                                   "path": "data/sources/cell3"}}))
+    (project / "params.yaml").write_text(yaml.safe_dump({"fetch": section_with("fetch", source="folder",
+                                                                               path="data/sources/cell3")}))
     run([DVC, "remote", "add", "-d", "store", str(tmp_path / "dvc-remote")], project, env)
 
     run([DVC, "import-url", "s3://plant/cell3/", "data/sources/cell3", "--fs-config",

@@ -3,13 +3,10 @@ beside the split's images): small record builders, a reader and an atomic writer
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
-from factory_sam3.atomic import atomic_file
-from factory_sam3.errors import UserError
+from factory_sam3.io import read_json_object, write_json
 
 INFO = {"description": "Factory dataset for SAM3 fine-tuning (Stage 1, images)", "version": "1.0"}
 
@@ -39,32 +36,12 @@ def dataset(images: list[dict], annotations: list[dict], categories: list[dict])
 
 def write(path: str | os.PathLike, data: dict) -> None:
     """Write compact JSON atomically (no indent: real datasets hold megabytes of RLE strings)."""
-    with atomic_file(path) as handle:
-        json.dump(data, handle, separators=(",", ":"))
-        handle.write("\n")
+    write_json(path, data, indent=None, sort_keys=False)
 
 
 def read(path: str | os.PathLike) -> dict:
     """Load a COCO JSON file; a missing file or broken JSON is a UserError naming the file (and line)."""
-    return read_json(path, required=("images", "annotations", "categories"))
-
-
-def read_json(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("file not found", path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}", path) from None
-    except UnicodeDecodeError:
-        raise UserError("not a UTF-8 text file", path) from None
-    if not isinstance(data, dict):
-        raise UserError("top level must be a JSON object", path)
-    for key in required:
-        if not isinstance(data.get(key), list):
-            raise UserError(f"missing list '{key}'", path)
-    return data
+    return read_json_object(path, required=("images", "annotations", "categories"))
 
 
 def category_maps(categories: list[dict[str, Any]]) -> tuple[dict[str, int], dict[int, str]]:

@@ -6,11 +6,9 @@ with ``null`` is a true negative, a frame not listed was never looked at."""
 
 from __future__ import annotations
 
-import json
 import os
 
-from factory_sam3.atomic import atomic_file
-from factory_sam3.formats.coco import read_json
+from factory_sam3.io import read_json_object, write_json
 
 INFO = {"description": "Factory video dataset for SAM3 fine-tuning (Stage 2, tracking)", "version": "1.0"}
 
@@ -69,10 +67,9 @@ def dataset(videos: list[dict], annotations: list[dict], categories: list[dict])
 
 
 def write(path: str | os.PathLike, data: dict) -> None:
-    with atomic_file(path) as handle:
-        json.dump(data, handle, separators=(",", ":"))
-        handle.write("\n")
+    """Write compact JSON atomically (as formats.coco.write)."""
+    write_json(path, data, indent=None, sort_keys=False)
 
 
 def read(path: str | os.PathLike) -> dict:
-    return read_json(path, required=("videos", "annotations", "categories"))
+    return read_json_object(path, required=("videos", "annotations", "categories"))
