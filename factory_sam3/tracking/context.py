@@ -25,6 +25,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from factory_sam3.errors import warn
+
 # Stages whose outs make up "the dataset" (fetch -> extract_frames -> to_coco -> to_ytvis).
 DATA_STAGES = ("fetch", "extract_frames", "to_coco", "to_ytvis")
 
@@ -43,14 +45,21 @@ def _git(*args: str, cwd: Path) -> str:
 
 
 def _load_yaml(path: Path) -> dict:
+    """``path`` parsed; a missing file is ``{}``, an unreadable one ``{}`` with a warning naming it (the tags
+    built from it say so: dataset_version "unknown")."""
     if not path.is_file():
         return {}
-    try:
-        import yaml
+    import yaml
 
-        return yaml.safe_load(path.read_text()) or {}
-    except Exception:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        warn(f"mlflow: {path} unreadable ({type(err).__name__}: {err}); its run tags are left out")
         return {}
+    if not isinstance(data, dict):
+        warn(f"mlflow: {path}: top level is not a mapping; its run tags are left out")
+        return {}
+    return data
 
 
 def dataset_hashes(workdir: Path) -> dict[str, str]:
@@ -64,8 +73,12 @@ def dataset_hashes(workdir: Path) -> dict[str, str]:
     return hashes
 
 
+UNKNOWN_DATASET = "unknown"
+
+
 def dataset_version(hashes: dict[str, str]) -> str:
-    return _short_hash(sorted(hashes.items())) if hashes else "unknown"
+    """12 hex digits over the data stages' outs, or "unknown" (run_tags warns then)."""
+    return _short_hash(sorted(hashes.items())) if hashes else UNKNOWN_DATASET
 
 
 def stage_params(stage: str, workdir: Path) -> dict[str, Any]:
@@ -104,6 +117,10 @@ def run_tags(stage: str, workdir: Path | None = None) -> dict[str, str]:
     baseline = os.environ.get("DVC_EXP_BASELINE_REV", "")
     hashes = dataset_hashes(workdir)
     data_version = dataset_version(hashes)
+    if data_version == UNKNOWN_DATASET:
+        warn(f"mlflow: {workdir / 'dvc.lock'} records no outs of the data stages {', '.join(DATA_STAGES)}: "
+             f"this run's tag dataset_version is '{UNKNOWN_DATASET}' (run the pipeline with `dvc repro` to tie "
+             "runs to their data)")
     tags = {
         "stage": stage,
         "git_commit": commit,

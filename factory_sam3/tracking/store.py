@@ -70,22 +70,30 @@ def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def experiment_name(explicit: str | None = None) -> str:
-    """Explicit name, else ``mlflow.experiment`` from params.yaml (if readable), else the default."""
+def experiment_name(explicit: str | None = None, params_file: str | os.PathLike | None = None) -> str:
+    """Explicit name, else ``mlflow.experiment`` from the params file (``params_file``, else params.yaml in the
+    working directory or the repository), else the default. A params file that cannot be read, or whose
+    ``mlflow`` section is not a mapping, is a warning naming it and the experiment used instead: never a
+    silent switch to another experiment."""
     if explicit:
         return explicit
-    for folder in (Path.cwd(), repo_root()):
-        params_file = folder / "params.yaml"
-        if params_file.is_file():
-            try:
-                import yaml
+    from factory_sam3 import config
+    from factory_sam3.errors import UserError, warn
 
-                section = (yaml.safe_load(params_file.read_text()) or {}).get("mlflow") or {}
-                if section.get("experiment"):
-                    return str(section["experiment"])
-            except Exception:  # a broken params.yaml is the stage's error to report, not ours
-                pass
-            break
+    candidates = [Path(params_file)] if params_file else [Path.cwd() / config.PARAMS_FILE,
+                                                         repo_root() / config.PARAMS_FILE]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            section = config.load(path).get("mlflow") or {}
+        except UserError as err:
+            warn(f"mlflow: {err.message}; runs go to experiment '{DEFAULT_EXPERIMENT}'")
+            return DEFAULT_EXPERIMENT
+        if not isinstance(section, dict):
+            warn(f"mlflow: {path}: section 'mlflow' must be a mapping; runs go to experiment '{DEFAULT_EXPERIMENT}'")
+            return DEFAULT_EXPERIMENT
+        return str(section.get("experiment") or DEFAULT_EXPERIMENT)
     return DEFAULT_EXPERIMENT
 
 
