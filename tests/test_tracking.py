@@ -140,7 +140,11 @@ def test_concurrent_first_runs_share_one_healthy_store(tmp_path):
     for proc in procs:
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
-        assert "warning" not in err.lower(), err
+        # the store must come up healthy for all three (no store warning); these bare workspaces have no data
+        # stages in dvc.lock, so the dataset_version warning is expected and says so
+        store_warnings = [line for line in err.lower().splitlines() if "warning" in line and "dataset_version" not in line]
+        assert not store_warnings, err
+        assert "dataset_version is 'unknown'" in err, err
     uri = f"sqlite:///{root / 'mlflow.db'}"
     exp = client(uri).get_experiment_by_name("factory-sam3")
     runs = client(uri).search_runs([exp.experiment_id])
