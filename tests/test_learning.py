@@ -1,5 +1,6 @@
-"""Learning is tested: from the shipped starting weights, a short Stage 2 on a small slice keeps following its
-prompts and beats copying the prompt forward, and a collapse to a prompt-independent mask is reported."""
+"""Learning is tested: Stage 1 (sam3's Trainer through our launcher) ends far above its starting AP on a small
+slice; from the shipped starting weights, a short Stage 2 on a small slice keeps following its prompts and beats
+copying the prompt forward; a collapse to a prompt-independent mask is reported."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers_stage1 import make_coco_split
 from helpers_stage2 import make_ytvis
 
 from factory_sam3.models import pretrained
@@ -25,6 +27,35 @@ def _stage1_from_pretrained(out: Path) -> Path:
     torch.save(state, out / "model.pt")
     (out / "stage1.json").write_text(json.dumps({"profile": "tiny", "resolution": 224}))
     return out
+
+
+@pytest.mark.slow
+def test_stage1_ends_far_above_its_starting_ap_on_a_small_slice(tmp_path):
+    """200 Trainer steps on 4 images, measured on those 4 by evaluate's COCO code before and after: a slice this
+    small is learned in about a minute (measured: segm AP 0.00 -> 0.82; 0.33 after 100 steps), so a training loop
+    that stops improving on its start (a dead loss, a frozen model, a zero LR) fails here."""
+    import shutil
+
+    from hydra.utils import instantiate
+
+    from factory_sam3.models.build import build_image_model
+    from factory_sam3.pretrain.gate import detection_report
+    from factory_sam3.training.stage1 import export, prepare, train
+    from factory_sam3.training.stage1_config import Stage1Settings
+
+    root = tmp_path / "coco"
+    make_coco_split(root / "train", 4, seed=0, negative_fraction=0.0)
+    shutil.copytree(root / "train", root / "valid")
+    settings = Stage1Settings(profile="tiny", data_root=str(root), epochs=50, val_freq=50, save_freq=50,
+                              resolution=112, log_freq=50, scheduler_warmup=5)
+    cfg, _, _ = prepare(settings, runs_dir=tmp_path / "runs")
+    start = detection_report(instantiate(cfg.trainer.model).eval(), root / "valid")  # the Trainer's own start
+    result = train(settings, runs_dir=tmp_path / "runs")
+    export(result, tmp_path / "stage1")
+    end = detection_report(build_image_model("tiny", checkpoint=tmp_path / "stage1" / "model.pt",
+                                             resolution=112).eval(), root / "valid")
+    assert result.steps == 200
+    assert end["segm_AP"] >= start["segm_AP"] + 0.3, (start, end)
 
 
 @pytest.mark.skipif(not pretrained.TINY_WEIGHTS.is_file(), reason="no tiny starting weights ship yet")
