@@ -46,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="> 0: reference boxes on a grid with this width/height (fraction of the image)")
     p.add_argument("--pooled", action="store_true",
                    help="add the pooled prompt to the image features in the fusion encoder (the class default)")
+    p.add_argument("--no-head-attention", action="store_true",
+                   help="drop the segmentation head's own cross-attention to the prompt: its text conditioning must "
+                        "then come from the fusion encoder, whose output the decoder (presence, queries) also reads")
     p.add_argument("--text-std", type=float, default=0.0, help="> 0: re-initialise the token embedding N(0, std)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--only-presence", action="store_true", help="train the presence logit alone (BCE)")
@@ -137,6 +140,8 @@ def build(args):
         encoder = model.transformer.encoder
         encoder.add_pooled_text_to_img_feat = True
         encoder.text_pooling_proj = torch.nn.Linear(d_model, d_model)
+    if args.no_head_attention:
+        model.segmentation_head.cross_attend_prompt = None
     if args.anchors:
         ref = model.transformer.decoder.reference_points.weight
         side = math.ceil(math.sqrt(ref.shape[0]))

@@ -52,6 +52,12 @@ class TinyConfig:
     text_context_length: int = 32  # as SAM3
     upsampling_stages: int = 3     # pixel decoder (as SAM3)
     dropout: float = 0.0           # (SAM3: 0.1) no regularisation needed for minutes of training; saves CPU
+    pooled_text_fusion: bool = True  # the fusion encoder adds the pooled prompt to every image token (the
+                                   # TransformerEncoderFusion default; SAM3's builder turns it off): with a small
+                                   # text encoder trained from scratch it gives the image tokens the prompt at once
+    token_init_std: float = 1.0    # text token embedding init (CLIP: 0.02). At 0.02 the concept names' token
+                                   # features start at cosine 0.58 from one another, at 1.0 at 0.07: the detector
+                                   # tells the prompts apart from step 0 (benchmarks/RESULTS.md, the detector)
     act_ckpt: bool = False         # activation checkpointing of trunk/text/heads (the fusion encoder and
                                    # decoder always checkpoint in training: upstream asserts it)
 
@@ -72,19 +78,19 @@ def _attention(cfg: TinyConfig, dropout: float, batch_first: bool | None):
     return MultiheadAttentionWrapper(**kwargs)
 
 
-def init_text_encoder_(text_encoder: nn.Module) -> None:
+def init_text_encoder_(text_encoder: nn.Module, token_std: float = 0.02) -> None:
     """Initialise the text encoder parameters sam3 allocates with ``torch.empty`` and never fills.
 
     ``TextTransformer.positional_embedding`` and ``.text_projection`` are ``torch.empty``: with random
     init (no checkpoint) they hold garbage, often NaN/inf, and the first forward returns NaN. CLIP's own
-    init: N(0, 0.01) for positions, N(0, width^-0.5) for the projection.
+    init: N(0, 0.01) for positions, N(0, width^-0.5) for the projection; tokens N(0, ``token_std``).
     """
     encoder = text_encoder.encoder
     with torch.no_grad():
         nn.init.normal_(encoder.positional_embedding, std=0.01)
         if isinstance(encoder.text_projection, nn.Parameter):
             nn.init.normal_(encoder.text_projection, std=encoder.width**-0.5)
-        nn.init.normal_(encoder.token_embedding.weight, std=0.02)
+        nn.init.normal_(encoder.token_embedding.weight, std=token_std)
 
 
 def build_tiny_image_model(
@@ -163,7 +169,7 @@ def build_tiny_image_model(
         context_length=cfg.text_context_length,
         use_act_checkpoint=cfg.act_ckpt,
     )
-    init_text_encoder_(text)
+    init_text_encoder_(text, cfg.token_init_std)
     backbone = SAM3VLBackbone(visual=neck, text=text, scalp=1)
 
     encoder = TransformerEncoderFusion(
@@ -184,7 +190,7 @@ def build_tiny_image_model(
         num_feature_levels=1,
         frozen=False,
         use_act_checkpoint=True,  # upstream asserts it in training (encoder.py, decoder.py)
-        add_pooled_text_to_img_feat=False,
+        add_pooled_text_to_img_feat=False,  # switched on below, without shifting the random stream
         pool_text_with_mask=True,
     )
     decoder = TransformerDecoder(
@@ -285,6 +291,17 @@ def build_tiny_image_model(
         inst_interactive_predictor=None,
         matcher=matcher,
     )
+    if cfg.pooled_text_fusion:
+        # added after everything else, from its own generator: the modules built after the encoder draw the same
+        # random numbers with or without it (the pretrained tracker's init depends on that stream)
+        proj = nn.Linear(d, d)
+        generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        bound = 1 / d**0.5  # nn.Linear's default uniform init
+        with torch.no_grad():
+            proj.weight.uniform_(-bound, bound, generator=generator)
+            proj.bias.uniform_(-bound, bound, generator=generator)
+        encoder.add_pooled_text_to_img_feat = True
+        encoder.text_pooling_proj = proj
     if not train:
         model.eval()
     return model

@@ -8,6 +8,11 @@ tiny detector learns its concepts exactly the way Stage 1 later fine-tunes it on
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -49,3 +54,255 @@ def write_generic_coco(root: Path, seed: int, train_images: int, valid_images: i
                                          ("test", seed + 2, valid_images)):
             (tmp / split).mkdir(parents=True)
             write_split(tmp / split, split_seed, count, negative_prob)
+
+
+# --- training -------------------------------------------------------------------------------------------------------
+# Two phases on the tracker's frozen trunk, measured in benchmarks/RESULTS.md ("The detector: what was probed"):
+#   dense:  the segmentation head alone learns text-conditioned semantic masks (BCE with positives x5 + dice): the
+#           text x image interaction appears here within a few hundred steps, where sam3's sparse heads (presence
+#           token, queries) stay at the prior for thousands;
+#   full:   sam3's own loss (Sam3LossWrapper from configs/stage1: matching, boxes, IoU-aware classification, presence,
+#           masks) plus the dense term x ``aux_semantic``, which keeps what the first phase learned (without it the
+#           full loss wipes it out in 200 steps).
+# Resumable: the state is written every ``save_every`` steps; a stopped run continues where it was.
+
+TRUNK = "backbone.vision_backbone.trunk."
+TRACKER_PARTS = "backbone.vision_backbone."   # what the tracker stage trained (trunk + both necks)
+STATE = "state.pt"
+
+
+@dataclass
+class DetectorSettings:
+    """pretrain/params.yaml ``detector``."""
+
+    dense_steps: int = 600
+    dense_lr: float = 1.0e-3
+    steps: int = 5000
+    lr: float = 3.0e-4
+    batch: int = 2
+    aux_semantic: float = 20.0
+    lr_warmup: int = 50
+    weight_decay: float = 0.05
+    eval_every: int = 500
+    eval_images: int = 60
+    save_every: int = 100
+    log_every: int = 50
+    seed: int = 0
+    cpu_threads: int = 1
+
+    def check(self, params_file) -> None:
+        if min(self.dense_steps, self.steps, self.batch, self.save_every, self.log_every, self.eval_every) < 1:
+            raise ValueError("'detector' steps, batch, save_every, log_every and eval_every must be >= 1")
+        if self.lr <= 0 or self.dense_lr <= 0:
+            raise ValueError("'detector.lr' and 'detector.dense_lr' must be > 0")
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def total_steps(self) -> int:
+        return self.dense_steps + self.steps
+
+
+def _find(outputs, key: str):
+    """The first ``key`` in sam3's nested outputs (the last decoder stage's dict)."""
+    if isinstance(outputs, dict):
+        return outputs.get(key)
+    if isinstance(outputs, (list, tuple)) or hasattr(outputs, "__iter__"):
+        for item in outputs:
+            found = _find(item, key)
+            if found is not None:
+                return found
+    return None
+
+
+def semantic_loss(outputs, batch):
+    """BCE (positives x5) + dice on the semantic head's map; also IoU where the concept is present and the share of
+    pixels predicted where it is absent (is the map conditioned on the prompt?)."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = _find(outputs, "semantic_seg")
+    target = batch.find_targets[0].semantic_segments.float()[:, None]
+    target = (F.interpolate(target, size=logits.shape[-2:], mode="area") > 0.5).float()
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(5.0))
+    prob = logits.sigmoid()
+    dice = 1 - (2 * (prob * target).sum((1, 2, 3)) + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    with torch.no_grad():
+        pred = (logits > 0).float()
+        present = target.sum((1, 2, 3)) > 0
+        inter, union = (pred * target).sum((1, 2, 3)), ((pred + target) > 0).float().sum((1, 2, 3))
+        stats = {"semantic_iou_present": float((inter[present] / union[present].clamp(min=1)).mean())
+                 if present.any() else None,
+                 "semantic_area_absent": float(pred[~present].mean()) if (~present).any() else None}
+    return bce + dice.mean(), stats
+
+
+def _lr_scale(step: int, length: int, warmup: int) -> float:
+    return min(1.0, step / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(step, length) / length))
+
+
+def _ensure_process_group() -> bool:
+    """sam3's loss all-reduces its box count: one CPU process needs a gloo group of one. True if we made it."""
+    import socket
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    return True
+
+
+def build_model(tracker_file: Path, seed: int):
+    """The tiny image model, fresh detector heads and text encoder, the tracker stage's trunk and necks."""
+    import torch
+
+    from factory_sam3.errors import UserError
+    from factory_sam3.models.build import build_image_model
+
+    torch.manual_seed(seed)
+    model = build_image_model("tiny", train=True, random_init=True)
+    try:
+        state = torch.load(tracker_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise UserError(f"cannot read the tracker stage's weights ({err})", tracker_file) from None
+    prefix = "detector." + TRACKER_PARTS
+    own = {k for k in model.state_dict() if k.startswith(TRACKER_PARTS)}
+    # the video model's image backbone also holds the tracker's own neck (sam2_convs), which the image model lacks
+    parts = {k[len("detector."):]: v for k, v in state.items() if k.startswith(prefix) and k[len("detector."):] in own}
+    if not parts or set(parts) != own:
+        raise UserError(f"the tracker stage's weights do not hold the tiny trunk and necks ({len(parts)} of "
+                        f"{len(own)} '{TRACKER_PARTS}*' keys): remake it with `dvc repro pretrain/dvc.yaml:tracker`",
+                        tracker_file)
+    model.load_state_dict(parts, strict=False)
+    for name, param in model.named_parameters():
+        param.requires_grad_(not name.startswith(TRUNK))
+    return model
+
+
+def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_dir: Path,
+          log_metrics=lambda metrics, step: None):
+    """Train (or resume) the detector heads; returns ``(model, history, evals)``."""
+    import random
+
+    import torch
+    from hydra.utils import instantiate
+
+    from factory_sam3.atomic import atomic_file
+    from factory_sam3.errors import UserError
+    from factory_sam3.pretrain.gate import detection_report
+    from factory_sam3.training.stage1 import prepare
+    from factory_sam3.training.stage1_config import Stage1Settings
+
+    if settings.cpu_threads:
+        torch.set_num_threads(settings.cpu_threads)
+    made_group = _ensure_process_group()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg, _, _ = prepare(Stage1Settings(profile="tiny", data_root=str(data_root), epochs=1, cpu_threads=1),
+                        runs_dir=run_dir / "config")
+    dataset = instantiate(cfg.trainer.data.train.dataset)
+    collate = instantiate(cfg.trainer.data.train.collate_fn)
+    loss_fn = instantiate(cfg.trainer.loss.all)
+    model = build_model(tracker_file, settings.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rng = np.random.default_rng(settings.seed)
+    step, order, history, evals = 0, [], [], []
+    optimizer = torch.optim.AdamW(params, lr=settings.dense_lr, weight_decay=settings.weight_decay)
+    state_file = run_dir / STATE
+    if state_file.is_file():
+        try:
+            state = torch.load(state_file, map_location="cpu", weights_only=False)  # our own file: RNG states
+        except Exception as err:  # noqa: BLE001
+            raise UserError(f"cannot resume from it ({err}); delete it to start over", state_file) from None
+        model.load_state_dict(state["model"], strict=True)
+        step, order, history, evals = state["step"], state["order"], state["history"], state["evals"]
+        rng.bit_generator.state = state["rng"]
+        if step > settings.dense_steps:
+            optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["random"])
+        print(f"pretrain detector: resumed at step {step}/{settings.total_steps} from {state_file}", flush=True)
+    else:
+        torch.manual_seed(settings.seed)
+        random.seed(settings.seed)
+    model.train()
+    start = time.monotonic()
+    while step < settings.total_steps:
+        step += 1
+        dense = step <= settings.dense_steps
+        if step == settings.dense_steps + 1:  # the full phase starts with fresh moments at its own LR
+            optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        phase_step = step if dense else step - settings.dense_steps
+        base = settings.dense_lr if dense else settings.lr
+        for group in optimizer.param_groups:
+            group["lr"] = base * _lr_scale(phase_step, settings.dense_steps if dense else settings.steps,
+                                           settings.lr_warmup)
+        items = []
+        for _ in range(settings.batch):
+            if not order:
+                order = [int(i) for i in rng.permutation(len(dataset))]
+            items.append(dataset[order.pop()])
+        _, batch = collate(items).popitem()
+        outputs = model(batch)
+        dense_loss, stats = semantic_loss(outputs, batch)
+        if dense:
+            loss = dense_loss
+        else:
+            terms = loss_fn(outputs, [model.back_convert(t) for t in batch.find_targets])
+            loss = terms["core_loss"] + settings.aux_semantic * dense_loss
+            stats.update({k: float(terms[k].detach()) for k in ("loss_giou", "loss_bbox", "loss_mask", "loss_dice",
+                                                        "presence_dec_acc") if k in terms})
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"pretrain detector: the loss is {float(loss)} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.append({"step": step, "phase": "dense" if dense else "full", "loss": float(loss.detach()), **stats})
+        if step % settings.log_every == 0:
+            window = history[-settings.log_every:]
+            means = {k: float(np.mean([r[k] for r in window if r.get(k) is not None]))
+                     for k in window[-1] if k not in ("step", "phase") and any(r.get(k) is not None for r in window)}
+            log_metrics({f"train/{k}": v for k, v in means.items()}, step)
+            rate = (time.monotonic() - start) / max(1, len(history))
+            print(f"pretrain detector: step {step}/{settings.total_steps} ({history[-1]['phase']}) "
+                  + " ".join(f"{k} {v:.3f}" for k, v in means.items()), flush=True)
+        if not dense and (phase_step % settings.eval_every == 0 or step == settings.total_steps):
+            model.eval()
+            with torch.no_grad():
+                report = detection_report(model, Path(data_root) / "valid", settings.eval_images)
+            model.train()
+            evals.append({"step": step, **{k: report.get(k) for k in ("segm_AP", "segm_AP50", "bbox_AP")}})
+            log_metrics({f"valid/{k}": v for k, v in evals[-1].items() if k != "step" and v is not None}, step)
+            print(f"pretrain detector: step {step} valid segm AP {report.get('segm_AP')}", flush=True)
+        if step % settings.save_every == 0 or step == settings.total_steps:
+            with atomic_file(state_file, "wb") as handle:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                            "order": order, "history": history, "evals": evals, "rng": rng.bit_generator.state,
+                            "torch_rng": torch.get_rng_state(), "random": random.getstate()}, handle)
+    if made_group:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    model.eval()
+    return model, history, evals
+
+
+def export_detector(model, out_dir: Path, settings: DetectorSettings) -> None:
+    """``out_dir/model.pt`` (keys 'detector.*', as Stage 1 exports) + ``stage1.json``."""
+    import torch
+
+    from factory_sam3.atomic import write_json
+    from factory_sam3.models.export import PREFIX
+    from factory_sam3.models.tiny import TINY_CONFIG
+
+    with atomic_dir(out_dir) as tmp:
+        torch.save({PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+        write_json(tmp / "stage1.json", {"profile": "tiny", "resolution": TINY_CONFIG.resolution,
+                                         "categories": categories(), "steps": settings.total_steps,
+                                         "format": "sam3 image model state dict, keys prefixed 'detector.'"})

@@ -2,9 +2,9 @@
 
     generic_data -> tracker -> detector -> gate
 
-The tracker (with the image trunk) learns first, from random weights, on generic clips; the detector's heads then
-learn the generic concepts by name with sam3's Trainer on that trunk, frozen, so the tracker stays valid; the gate
-measures the assembled model.
+The tracker (with the image trunk) learns first, from random weights, on generic clips; the detector's heads and
+text encoder then learn the generic concepts by name on that trunk, frozen, so the tracker stays valid (a dense
+phase, then sam3's own loss: ``pretrain.detector``); the gate measures the assembled model.
 
 It is a DVC pipeline of its own: the main ``dvc repro`` (dvc.yaml at the root) never starts it, and nothing of
 the main pipeline is among its dependencies' outputs, so a change there never retrains it. ``make pretrain``
@@ -18,6 +18,7 @@ import csv
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -88,25 +89,32 @@ def generic_data(params_path: Path = PARAMS) -> None:
 
 
 def detector(params_path: Path = PARAMS) -> None:
-    """sam3's Trainer (the Stage 1 launcher and configs) on the generic concepts, starting from the tracker stage's
-    model (its trunk frozen: ``detector.freeze``)."""
-    from factory_sam3.training.stage1 import export, train
-    from factory_sam3.training.stage1_config import Stage1Settings
-    from factory_sam3.training.stage1_stage import loss_summary
+    """The detector heads and text encoder learn the generic concepts by name on the tracker stage's trunk, frozen:
+    a dense phase, then sam3's own loss (``pretrain.detector.train``); resumable from ``runs/pretrain_detector``."""
+    from factory_sam3.pretrain.detector import DetectorSettings, export_detector, train
+    from factory_sam3.tracking import stage_run
 
     params = load_params(params_path)
-    section = _section(params, "detector", params_path)
-    settings = _settings(Stage1Settings, params, "detector", params_path, profile="tiny", data_root=str(DATA),
-                         tiny_init=str(TRACKER_OUT / "model.pt"))
-    result = train(settings, runs_dir=RUNS / "pretrain_detector")
-    export(result, DETECTOR_OUT)
-    metrics = {"steps": result.steps, "epochs": result.epochs, "seconds": round(result.seconds, 1),
-               "val_history": result.val_history, **{k: round(v, 4) for k, v in loss_summary(result.step_rows).items()}}
-    write_json(METRICS / "detector.json", metrics)
-    _write_csv(PLOTS / "detector_loss.csv", [{"step": int(r["step"]), "loss": r["loss"]} for r in result.step_rows],
-               ["step", "loss"])
-    _log("pretrain_detector", {"detector": section}, metrics, result.step_rows)
-    print(f"pretrain detector: {result.steps} steps; validation {result.val_history[-1] if result.val_history else {}}")
+    settings = _settings(DetectorSettings, params, "detector", params_path)
+    run_dir = RUNS / "pretrain_detector" / settings.key()
+    with stage_run("pretrain_detector", params={"detector": asdict(settings)}, experiment=EXPERIMENT,
+                   tags={"profile": "tiny", "run_dir": str(run_dir)}) as run:
+        model, history, evals = train(settings, DATA, TRACKER_OUT / "model.pt", run_dir, log_metrics=lambda m, s:
+                                      run.log_metrics({k: v for k, v in m.items() if v is not None}, step=s))
+        export_detector(model, DETECTOR_OUT, settings)
+        dense = [r for r in history if r["phase"] == "dense"]
+        full = [r for r in history if r["phase"] == "full"]
+        metrics = {"steps": settings.total_steps, "dense_steps": settings.dense_steps, "valid": evals[-1] if evals
+                   else None, "evals": evals,
+                   "dense_semantic_iou_last50": _mean([r["semantic_iou_present"] for r in dense[-50:]
+                                                       if r.get("semantic_iou_present") is not None]),
+                   "presence_acc_last50": _mean([r["presence_dec_acc"] for r in full[-50:] if "presence_dec_acc" in r]),
+                   "giou_loss_last50": _mean([r["loss_giou"] for r in full[-50:] if "loss_giou" in r])}
+        write_json(METRICS / "detector.json", metrics)
+        _write_csv(PLOTS / "detector_loss.csv", [{"step": r["step"], "loss": r["loss"]} for r in history],
+                   ["step", "loss"])
+        run.log_artifact(str(METRICS / "detector.json"))
+    print(f"pretrain detector: {settings.total_steps} steps; validation {evals[-1] if evals else {}}")
 
 
 def tracker(params_path: Path = PARAMS) -> None:
@@ -169,15 +177,6 @@ def gate(params_path: Path = PARAMS) -> int:
 
 def _mean(values: list[float]) -> Any:
     return round(sum(values) / len(values), 4) if values else None
-
-
-def _log(stage: str, params: dict, metrics: dict, rows: list[dict]) -> None:
-    from factory_sam3.tracking import stage_run
-
-    with stage_run(stage, params=params, experiment=EXPERIMENT) as run:
-        for row in rows:
-            run.log_metrics({"train/loss": row["loss"]}, step=int(row["step"]))
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
 STAGES = {"generic_data": generic_data, "tracker": tracker, "detector": detector, "gate": gate}
