@@ -55,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     group.add_argument("--only-semantic", action="store_true", help="train the semantic head alone (BCE + dice)")
     p.add_argument("--aux-semantic", type=float, default=0.0,
                    help="add this weight x the BCE + dice semantic loss to sam3's loss")
+    p.add_argument("--box-weight", type=float, default=1.0, help="x the box terms' weights (L1 5, GIoU 2)")
     p.add_argument("--load", type=Path, help="warm start from a state dict saved by this script")
     p.add_argument("--overfit", type=int, default=0, help="> 0: train on the first N training images only")
     p.add_argument("--eval-every", type=int, default=300)
@@ -116,27 +117,31 @@ def presence_loss(outputs, batch) -> tuple[torch.Tensor, dict]:
 
 def build(args):
     from hydra.utils import instantiate
-    from omegaconf import open_dict
 
     from factory_sam3.training.stage1 import prepare
     from factory_sam3.training.stage1_config import Stage1Settings
 
-    os.environ.setdefault("FACTORY_SAM3_TINY_RANDOM_INIT", "1")  # never the shipped weights: this makes them
-    settings = Stage1Settings(profile="tiny", data_root=str(args.data), epochs=1, cpu_threads=1,
-                              tiny_init=str(args.tracker) if args.init == "tracker" else None)
+    from factory_sam3.models.build import build_image_model
+    from factory_sam3.pretrain.detector import build_model
+
+    settings = Stage1Settings(profile="tiny", data_root=str(args.data), epochs=1, cpu_threads=1)
     cfg, _, _ = prepare(settings, runs_dir=args.out / "config")
-    if args.init == "random":
-        with open_dict(cfg):
-            cfg.trainer.model.checkpoint = None
-    model = instantiate(cfg.trainer.model)
+    if args.init == "tracker":  # fresh heads and text encoder on the tracker stage's trunk and necks
+        model = build_model(args.tracker, args.seed)
+    else:
+        torch.manual_seed(args.seed)
+        model = build_image_model("tiny", train=True, random_init=True)
     dataset = instantiate(cfg.trainer.data.train.dataset)
     collate = instantiate(cfg.trainer.data.train.collate_fn)
     loss_fn = instantiate(cfg.trainer.loss.all)
+    for term in loss_fn.loss_fns_find:
+        if type(term).__name__ == "Boxes":
+            term.weight_dict = {k: v * args.box_weight for k, v in term.weight_dict.items()}
     d_model = model.transformer.d_model
     if args.text_std:
         with torch.no_grad():
             torch.nn.init.normal_(model.backbone.language_backbone.encoder.token_embedding.weight, std=args.text_std)
-    if args.pooled:
+    if args.pooled and not getattr(model.transformer.encoder, "add_pooled_text_to_img_feat", False):
         encoder = model.transformer.encoder
         encoder.add_pooled_text_to_img_feat = True
         encoder.text_pooling_proj = torch.nn.Linear(d_model, d_model)
