@@ -16,11 +16,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from factory_sam3.evaluation import metrics
-from factory_sam3.evaluation.runner import (EvalSettings, copy_prompt_tracker, empty_tracker, evaluate_images,
-                                            evaluate_videos, evaluate_vis)
-from factory_sam3.evaluation.stage import check_params, run
 from factory_sam3.errors import UserError
+from factory_sam3.evaluation import metrics
+from factory_sam3.evaluation.runner import (
+    EvalSettings,
+    copy_prompt_tracker,
+    empty_tracker,
+    evaluate_images,
+    evaluate_videos,
+    evaluate_vis,
+)
+from factory_sam3.evaluation.stage import check_params, run
 from factory_sam3.formats.rle import mask_to_rle, rle_bbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,6 +251,7 @@ def test_text_prompted_vis_on_a_keyframe_only_video_scores_annotated_frames_only
 # --------------------------------------------------------------------------------------- stage
 
 
+@pytest.mark.integration
 def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     write_coco(tmp_path / "coco")
     write_ytvis(tmp_path / "ytvis")
@@ -254,7 +261,8 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     metrics_file = tmp_path / "metrics" / "evaluate.json"
     pictures = tmp_path / "reports" / "evaluate"
     details = tmp_path / "reports" / "evaluate_details.json"
-    result = run({"model": {"profile": "tiny", "device": "cpu"}, "evaluate": {"num_overlays": 1, "vis_keyframe_stride": 2}},
+    result = run({"model": {"profile": "tiny", "device": "cpu"},
+                  "evaluate": {"num_overlays": 1, "vis_keyframe_stride": 2}},
                  coco_root=tmp_path / "coco", ytvis_root=tmp_path / "ytvis", metrics_file=metrics_file,
                  pictures_dir=pictures, details_file=details, log_mlflow=False,
                  loss_csvs={"Stage 1": plots / "train_stage1_loss.csv"},
@@ -320,6 +328,7 @@ def test_cli_help_and_clear_errors(tmp_path):
     assert missing.returncode == 2 and "test split not found" in missing.stderr
 
 
+@pytest.mark.integration
 def test_stage_logs_metrics_and_pictures_to_mlflow(tmp_path, monkeypatch):
     import mlflow
 

@@ -14,6 +14,8 @@ import yaml
 from helpers_s3 import VENV_BIN, init_repo, project_env, run
 from test_tracking import MlflowServer
 
+pytestmark = pytest.mark.integration  # real dvc projects, a real mlflow server, dvc artifacts get
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 DVC = str(VENV_BIN / "dvc")

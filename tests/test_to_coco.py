@@ -17,9 +17,8 @@ import yaml
 from PIL import Image
 
 from factory_sam3 import layout
-from factory_sam3.data import parallel
+from factory_sam3.data import parallel, to_coco
 from factory_sam3.data import splits as splits_mod
-from factory_sam3.data import to_coco
 from factory_sam3.errors import UserError
 from factory_sam3.formats.rle import mask_to_rle, rle_area, rle_bbox, rle_to_mask
 
@@ -220,7 +219,8 @@ def test_content_stills_frames_and_negatives(project):
     for video in VIDEOS:
         frames = sorted(f for f in images if f.startswith(video + "_"))
         assert frames == [f"{video}_00000.jpg", f"{video}_00003.jpg"], frames
-        assert sorted(c for c, _ in anns[f"{video}_00000.jpg"]) == sorted(["gripper", "part_A" if VIDEOS.index(video) % 2 else "screw"])
+        expected = ["gripper", "part_A" if VIDEOS.index(video) % 2 else "screw"]
+        assert sorted(c for c, _ in anns[f"{video}_00000.jpg"]) == sorted(expected)
         assert anns[f"{video}_00003.jpg"] == []  # annotated frame without objects = negative
     assert sum(s["negatives"] for s in (summary[k] for k in layout.SPLITS)) == 3 + len(VIDEOS)
 

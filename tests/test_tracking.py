@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers_s3 import VENV_BIN, project_env, free_port, make_tiny_project, run
+from helpers_s3 import VENV_BIN, free_port, make_tiny_project, project_env, run
+
+pytestmark = pytest.mark.integration  # stage subprocesses in scratch dvc projects, real mlflow servers
 
 PY = sys.executable
 DVC = str(VENV_BIN / "dvc")
@@ -44,7 +46,7 @@ class MlflowServer:
         self.uri = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 120) -> "MlflowServer":
+    def start(self, timeout_s: float = 120) -> MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         log = open(self.folder / "server.log", "ab")
         self.process = subprocess.Popen(
@@ -140,7 +142,10 @@ def test_concurrent_first_runs_share_one_healthy_store(tmp_path):
     for proc in procs:
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
-        assert "warning" not in err.lower(), err
+        # no store trouble (locked database, fallback); the tiny project has no data stages, so the one
+        # expected warning is that its dataset_version is 'unknown'
+        unexpected = [line for line in err.lower().splitlines() if "warning" in line and "dataset_version" not in line]
+        assert not unexpected, err
     uri = f"sqlite:///{root / 'mlflow.db'}"
     exp = client(uri).get_experiment_by_name("factory-sam3")
     runs = client(uri).search_runs([exp.experiment_id])

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
-from factory_sam3.errors import UserError
 from factory_sam3 import layout
+from factory_sam3.errors import UserError
 from factory_sam3.layout import SPLITS
 
 
