@@ -127,7 +127,8 @@ def assign_splits(
     overlap = set(videos) & set(stills)
     if overlap:
         raise UserError(
-            f"names used by both a video and a still image: {sorted(overlap)[:5]}; rename one so splits stay unambiguous",
+            f"names used by both a video and a still image: {sorted(overlap)[:5]}; "
+            "rename one so splits stay unambiguous",
             fixed_file.parent if isinstance(fixed_file, Path) else None,
         )
 
