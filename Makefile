@@ -3,8 +3,8 @@
 #   make test    create .venv if missing, then `ruff check .` and every test (what CI runs: .ci/run)
 # More:
 #   make test-fast  unit tests only (deselects the `integration` and `slow` markers, see pytest.ini): no
-#                   training, no servers, no dvc runs; 283 tests, measured 83 s wall on the shared 2-core
-#                   machine at load ~2 (and about 3 min when busier: 183 s at load ~3 with one more test)
+#                   training, no servers, no dvc runs; 283 tests, measured 83-104 s wall on the shared 2-core
+#                   machine with a training job on one core (once 355 s, when more jobs shared it)
 #   make lint       ruff check . (rules: pyproject.toml [tool.ruff])
 #   make format     ruff format . && ruff check --fix .
 #   make pretrain   remake the tiny profile's starting weights (pretrain/dvc.yaml, ~35 CPU minutes) and copy

@@ -11,7 +11,7 @@ from factory_sam3.errors import UserError
 from factory_sam3.evaluation import metrics
 from factory_sam3.evaluation.models import load_pair, resolve_device, starting_image_model, starting_video_model
 from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos
-from test_evaluate import H, W, write_coco, write_ytvis
+from helpers_evaluate import H, W, write_coco, write_ytvis
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +21,13 @@ def baseline(tmp_path_factory):
 
 
 def test_baseline_tiny_image_model_scores_the_test_split(baseline, tmp_path):
-    write_coco(tmp_path / "coco")
+    instances = write_coco(tmp_path / "coco")
     predictions = baseline.predict_image(np.zeros((H, W, 3), np.uint8), ["gripper", "screw"])
     assert predictions and {p["category"] for p in predictions} <= {"gripper", "screw"}
     assert all(p["mask"].shape == (H, W) and p["mask"].dtype == bool for p in predictions)
     assert all(0 <= p["score"] <= 1 for p in predictions)
     m = evaluate_images(baseline.predict_image, tmp_path / "coco" / "test", EvalSettings())["metrics"]
+    assert m["images"] == 3 and m["instances"] == len(instances) == 4  # every test image and object scored
     assert 0 <= m["segm_AP"] <= 1 and m["detections"] > 0 and m["images_per_s"] > 0
 
 

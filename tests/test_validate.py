@@ -13,7 +13,7 @@ from PIL import Image
 from factory_sam3 import layout
 from factory_sam3.data import to_ytvis
 from factory_sam3.formats.rle import mask_to_rle
-from test_to_coco import PARAMS, convert, load, make_project, run_stage
+from helpers_data import PARAMS, convert, load, make_project, run_stage
 
 COCO_JSON = f"{layout.COCO}/train/{layout.COCO_ANNOTATIONS}"
 YTVIS_JSON = f"{layout.YTVIS}/train/{layout.YTVIS_ANNOTATIONS}"
