@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from factory_sam3 import config
 from factory_sam3.errors import cli_entry

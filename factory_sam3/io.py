@@ -13,11 +13,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from factory_sam3.errors import UserError
-
 
 # --------------------------------------------------------------------------- reading
 

@@ -99,12 +99,19 @@ def check(remote: RemoteConfig) -> None:
     """One bounded request (HeadBucket, single attempt) with the remote's own timeouts and credentials."""
     import boto3
     from botocore.config import Config as BotoConfig
-    from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                     NoCredentialsError, ReadTimeoutError)
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
 
     session = boto3.session.Session(profile_name=remote.profile) if remote.profile else boto3.session.Session()
     client = session.client(
-        "s3", endpoint_url=remote.endpoint, region_name=remote.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "s3", endpoint_url=remote.endpoint,
+        region_name=remote.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         aws_access_key_id=remote.access_key_id, aws_secret_access_key=remote.secret_access_key,
         aws_session_token=remote.session_token,
         config=BotoConfig(connect_timeout=remote.connect_timeout, read_timeout=remote.read_timeout,
@@ -120,7 +127,8 @@ def check(remote: RemoteConfig) -> None:
         raise UserError(f"endpoint did not answer within {remote.connect_timeout}+{remote.read_timeout} s "
                         f"({type(err).__name__}); is the server up?", what) from None
     except EndpointConnectionError as err:
-        raise UserError(f"cannot connect to the endpoint ({err}); is the server up and endpointurl right?", what) from None
+        raise UserError(f"cannot connect to the endpoint ({err}); is the server up and endpointurl right?",
+                        what) from None
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchBucket"):

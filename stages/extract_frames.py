@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""DVC stage `extract_frames` (dvc.yaml). What it does, its settings and options: factory_sam3.data.frames (or --help)."""
+"""DVC stage `extract_frames` (dvc.yaml).
+What it does, its settings and options: factory_sam3.data.frames (or --help)."""
 
 from factory_sam3.data.frames import main
 

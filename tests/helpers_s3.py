@@ -38,7 +38,7 @@ class MotoServer:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 60.0) -> "MotoServer":
+    def start(self, timeout_s: float = 60.0) -> MotoServer:
         binary = VENV_BIN / "moto_server"
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
@@ -102,7 +102,8 @@ def project_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300,
+        check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

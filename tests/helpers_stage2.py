@@ -59,7 +59,8 @@ def make_ytvis(root: Path, split: str = "train", videos: int = 3, frames: int = 
                 if mask.any() and f % keyframe_every == 0:
                     segs[o][f] = _rle(mask.astype(bool))
             file_name = f"{name}/{f:05d}.jpg"
-            cv2.imwrite(str(split_dir / file_name), cv2.cvtColor(np.clip(image, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+            pixels = cv2.cvtColor(np.clip(image, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(split_dir / file_name), pixels)
             names.append(file_name)
         if formats and v == 0:
             # the other encodings a YTVIS file may hold: uncompressed RLE and polygons

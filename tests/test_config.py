@@ -9,13 +9,12 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from helpers_params import repo_params
-
 from factory_sam3 import config, io
 from factory_sam3.config import Invalid
 from factory_sam3.data import frames, to_coco, to_ytvis, validate
 from factory_sam3.errors import UserError
 from factory_sam3.sources.stage import Params as FetchParams
+from helpers_params import repo_params
 
 
 @dataclass(frozen=True)

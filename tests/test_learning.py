@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers_stage1 import make_coco_split
-from helpers_stage2 import make_ytvis
-
 from factory_sam3.models import pretrained
 from factory_sam3.training.stage2.forward import cross_object_iou
 from factory_sam3.training.stage2.train import Stage2Settings, collapse_warning, run
+from helpers_stage1 import make_coco_split
+from helpers_stage2 import make_ytvis
 
 
 def _stage1_from_pretrained(out: Path) -> Path:

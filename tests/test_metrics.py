@@ -244,7 +244,8 @@ def rle(mask):
 def make_coco(instances, shape=(60, 80), num_images=3):
     """instances: list of (image_id, category_id, mask)."""
     categories = [{"id": 1, "name": "gripper"}, {"id": 2, "name": "part_A"}, {"id": 3, "name": "defect"}]
-    images = [{"id": i, "file_name": f"{i}.jpg", "height": shape[0], "width": shape[1]} for i in range(1, num_images + 1)]
+    images = [{"id": i, "file_name": f"{i}.jpg", "height": shape[0], "width": shape[1]}
+              for i in range(1, num_images + 1)]
     annotations = []
     for ann_id, (image_id, cat, mask) in enumerate(instances, start=1):
         seg = rle(mask)

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers_mlflow import MlflowServer
 from helpers_s3 import VENV_BIN, init_repo, project_env, run
-from test_tracking import MlflowServer
+
+pytestmark = pytest.mark.integration  # real dvc projects, a real mlflow server, dvc artifacts get
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -12,6 +12,8 @@ import pytest
 
 from helpers_s3 import VENV_BIN, init_repo, project_env, run
 
+pytestmark = pytest.mark.integration  # dvc plots show in a scratch dvc project
+
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(VENV_BIN / "dvc")
 LOSS_PLOT = "stages:\n  train:\n    cmd: 'true'\n    plots:\n      - loss.csv: {cache: false, x: step, y: loss}\n"

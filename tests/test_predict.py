@@ -14,13 +14,12 @@ from pathlib import Path
 import cv2
 import pytest
 
-from helpers_predict import CATEGORIES, make_models, write_video
-from helpers_stage2 import make_ytvis
-
 from factory_sam3.errors import UserError
 from factory_sam3.evaluation import metrics
 from factory_sam3.evaluation.runner import EvalSettings, evaluate_vis, load_ytvis_split
 from factory_sam3.predict import run
+from helpers_predict import CATEGORIES, make_models, write_video
+from helpers_stage2 import make_ytvis
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.25  # the random-init detector scores ~0.2-0.35: a few tracks per video
@@ -57,6 +56,7 @@ def test_help_names_inputs_models_and_outputs():
         assert word in result.stdout
 
 
+@pytest.mark.integration
 def test_predict_json_scores_the_same_as_evaluate_vis(world, tmp_path):
     """One path: evaluate's VIS (Stage 1 detector + Stage 2 tracker, as the finetuned pair) and predict on each
     test video's frame folder give the same masklets, and so the same YTVIS mAP."""
@@ -139,6 +139,7 @@ def test_truncated_video_is_a_clear_error_and_writes_nothing(world, tmp_path):
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["broken.mp4"]
 
 
+@pytest.mark.integration
 def test_cli_error_is_one_line_and_writes_nothing(world, tmp_path):
     unknown = _cli(str(world["video"]), "--classes", "bolt", "--model", str(world["stage2"]), "-o", "out",
                    "--device", "cpu", cwd=tmp_path)

@@ -17,7 +17,6 @@ from factory_sam3.models.video import build_video_model, init_from_checkpoints, 
 from factory_sam3.pretrain import generic
 from factory_sam3.pretrain.tracker import evaluate_tracking, heldout_clips
 
-
 SHIPPED = pretrained.TINY_WEIGHTS.is_file()
 needs_weights = pytest.mark.skipif(not SHIPPED, reason="no tiny starting weights ship yet: pretraining has not "
                                    "passed its gate (pretrain/metrics/gate.json)")

@@ -18,6 +18,8 @@ import pytest
 
 from helpers_s3 import VENV_BIN, MotoServer, init_repo, run, s3_env
 
+pytestmark = pytest.mark.integration  # a loopback S3 endpoint (moto_server) and dvc push/pull
+
 DVC = str(VENV_BIN / "dvc")
 PY = sys.executable
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers_stage2 import make_ytvis
-
 from factory_sam3.errors import UserError
 from factory_sam3.models import video as video_models
 from factory_sam3.models import video_memory as vm
 from factory_sam3.training.stage2 import data as s2data
 from factory_sam3.training.stage2.forward import ClipForward, ForwardOptions
 from factory_sam3.training.stage2.train import Stage2Settings, apply_freeze, run, set_train_modes
+from helpers_stage2 import make_ytvis
 
 TRAINED_BY_DEFAULT = ("tracker.", "detector.backbone.vision_backbone.sam2_convs.")
 
@@ -132,7 +131,8 @@ def test_gradients_reach_memory_attention_encoder_and_decoder(dataset, stage1):
                  "tracker.sam_mask_decoder", "tracker.obj_ptr_proj", "detector.backbone.vision_backbone.sam2_convs"):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
         assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), part
-    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("detector.backbone.vision_backbone.trunk"))
+    trunk = "detector.backbone.vision_backbone.trunk"
+    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith(trunk))
     assert torch.isfinite(out["loss"]) and all(torch.isfinite(out[k]) for k in ("focal", "dice", "iou", "object"))
 
 
@@ -158,7 +158,8 @@ def test_per_layer_checkpointing_gives_identical_gradients(dataset, stage1):
     grads = []
     for checkpointed in (False, True):
         model = _model(stage1)
-        forward = ClipForward(model, ForwardOptions(prompt_probs={"mask": 1.0}, checkpoint_memory_attention=checkpointed))
+        options = ForwardOptions(prompt_probs={"mask": 1.0}, checkpoint_memory_attention=checkpointed)
+        forward = ClipForward(model, options)
         torch.manual_seed(7)  # same dropout masks in both runs
         forward(batch, np.random.default_rng(0))["loss"].backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
@@ -228,6 +229,7 @@ def _run(tmp_path, dataset, stage1, settings, out="stage2"):
                plot_file=tmp_path / f"{out}.csv")
 
 
+@pytest.mark.integration
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, dataset, stage1, monkeypatch):
     from factory_sam3.training.stage2 import train as train_module
 

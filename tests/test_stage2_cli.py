@@ -16,6 +16,8 @@ import yaml
 
 from helpers_stage2 import make_ytvis
 
+pytestmark = pytest.mark.integration  # trains Stage 2 through its stage script (DDP included)
+
 FAST = {"steps": 2, "grad_accum": 1, "frames_per_clip": 3, "max_objects": 2, "save_freq": 1, "eval_frames": 4,
         "log_freq": 1}
 

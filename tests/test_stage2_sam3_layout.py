@@ -11,6 +11,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+# builds the full-size (sam3 profile) tracker twice in a subprocess: 7-20 s and GBs of memory
+pytestmark = pytest.mark.integration
+
 SCRIPT = textwrap.dedent(
     """
     from factory_sam3.models import sam3_compat

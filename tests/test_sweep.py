@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers_s3 import VENV_BIN, project_env, make_tiny_project, run
+from helpers_s3 import VENV_BIN, make_tiny_project, project_env, run
+
+pytestmark = pytest.mark.integration  # dvc exp run --queue + dvc queue workers
 
 PY = sys.executable
 DVC = str(VENV_BIN / "dvc")

@@ -12,11 +12,11 @@ from factory_sam3 import layout
 from factory_sam3.data import to_ytvis
 from factory_sam3.errors import UserError
 from factory_sam3.formats.rle import rle_area, rle_bbox, rle_to_mask
-from test_to_coco import (  # the shared fixture builder
-    H,
+from helpers_data import (  # the shared fixture builder
     PARAMS,
     SOURCE_INDICES,
     VIDEOS,
+    H,
     W,
     box_mask,
     convert,

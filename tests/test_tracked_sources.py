@@ -16,6 +16,8 @@ import yaml
 from helpers_params import section_with
 from helpers_s3 import VENV_BIN, MotoServer, init_repo, project_env, run
 
+pytestmark = pytest.mark.integration  # a loopback S3 endpoint and dvc import-url/update/repro
+
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(VENV_BIN / "dvc")
 TINY_SYNTHETIC = {"num_videos": 2, "frames_per_video": 8, "fps": 10, "width": 128, "height": 96,

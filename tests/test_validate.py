@@ -13,7 +13,7 @@ from PIL import Image
 from factory_sam3 import layout
 from factory_sam3.data import to_ytvis
 from factory_sam3.formats.rle import mask_to_rle
-from test_to_coco import PARAMS, convert, load, make_project, run_stage
+from helpers_data import PARAMS, convert, load, make_project, run_stage
 
 COCO_JSON = f"{layout.COCO}/train/{layout.COCO_ANNOTATIONS}"
 YTVIS_JSON = f"{layout.YTVIS}/train/{layout.YTVIS_ANNOTATIONS}"
@@ -134,7 +134,8 @@ def test_class_balance_warning_follows_the_param(project):
 
 def test_bad_params_remove_a_passing_report(project):
     assert run_stage("validate", project).returncode == 0
-    (project / "params.yaml").write_text(json.dumps({**PARAMS, "validate": {**PARAMS["validate"], "class_balance_ratio": "two"}}))
+    bad = {**PARAMS, "validate": {**PARAMS["validate"], "class_balance_ratio": "two"}}
+    (project / "params.yaml").write_text(json.dumps(bad))
     result = run_stage("validate", project)
     assert result.returncode != 0 and "'validate.class_balance_ratio' must be a number, got 'two'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -262,7 +263,8 @@ def test_area_inconsistent_with_mask(project):
 def test_empty_mask(project):
     ann = first_annotation(project)
     h, w = ann["segmentation"]["size"]
-    edit(project, COCO_JSON, lambda d: d["annotations"][0].update(segmentation=mask_to_rle(np.zeros((h, w), bool)), area=0))
+    empty = mask_to_rle(np.zeros((h, w), bool))
+    edit(project, COCO_JSON, lambda d: d["annotations"][0].update(segmentation=empty, area=0))
     validate_fails(project, COCO_JSON, f"annotation {ann['id']}", "empty mask")
 
 
@@ -313,7 +315,8 @@ def test_ytvis_reference_to_missing_category(project):
 def test_ytvis_length_differs_from_file_names(project):
     video = first_video(project)
     edit(project, YTVIS_JSON, lambda d: d["videos"][0].update(length=video["length"] + 1))
-    validate_fails(project, YTVIS_JSON, f"video {video['id']}", f"length {video['length'] + 1} != {video['length']} file_names")
+    validate_fails(project, YTVIS_JSON, f"video {video['id']}",
+                   f"length {video['length'] + 1} != {video['length']} file_names")
 
 
 def test_ytvis_segmentations_differ_from_length(project):
@@ -324,14 +327,16 @@ def test_ytvis_segmentations_differ_from_length(project):
             d["annotations"][0][key].pop()
 
     edit(project, YTVIS_JSON, drop_last)
-    validate_fails(project, YTVIS_JSON, f"annotation {track['id']}", f"but the track has {len(track['segmentations']) - 1} segmentations")
+    validate_fails(project, YTVIS_JSON, f"annotation {track['id']}",
+                   f"but the track has {len(track['segmentations']) - 1} segmentations")
 
 
 def test_ytvis_frame_sizes_differ_within_video(project):
     video = first_video(project)
     frame = project / layout.YTVIS / "train" / video["file_names"][2]
     Image.new("RGB", (video["width"] * 2, video["height"]), "gray").save(frame, format="JPEG")
-    validate_fails(project, YTVIS_JSON, f"video {video['id']}", "frame sizes differ within the video", video["file_names"][2])
+    validate_fails(project, YTVIS_JSON, f"video {video['id']}", "frame sizes differ within the video",
+                   video["file_names"][2])
 
 
 def test_ytvis_frame_missing(project):

@@ -8,11 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from test_evaluate import colour_segmenter, colour_tracker, write_ytvis
-
 from factory_sam3.evaluation.runner import EvalSettings, evaluate_vis
 from factory_sam3.evaluation.stage import check_params, settings_for
 from factory_sam3.inference import vis
+from helpers_evaluate import colour_segmenter, colour_tracker, write_ytvis
 
 H, W = 40, 60
 RED, GREEN = (255, 0, 0), (0, 255, 0)  # test_evaluate's gripper and part_A colours

@@ -90,7 +90,7 @@ class Settings:
     encode_thread: bool = True  # encode JPEGs in a second thread while the next frames decode
 
     @classmethod
-    def of(cls, params: Params) -> "Settings":
+    def of(cls, params: Params) -> Settings:
         return cls(params.frame_interval, params.max_frames_per_video or None, params.jpeg_quality)
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
-from factory_sam3.errors import UserError
 from factory_sam3 import layout
+from factory_sam3.errors import UserError
 from factory_sam3.layout import SPLITS
 
 
@@ -127,7 +127,8 @@ def assign_splits(
     overlap = set(videos) & set(stills)
     if overlap:
         raise UserError(
-            f"names used by both a video and a still image: {sorted(overlap)[:5]}; rename one so splits stay unambiguous",
+            f"names used by both a video and a still image: {sorted(overlap)[:5]}; "
+            "rename one so splits stay unambiguous",
             fixed_file.parent if isinstance(fixed_file, Path) else None,
         )
 

@@ -234,7 +234,8 @@ def video_frame_jobs(
             for track_id in sorted(annotations["frames"][key], key=track_sort_key):
                 category = annotations["tracks"][track_id]["category"]
                 if category not in by_name:
-                    raise UserError(f"unknown category '{category}'; known: {sorted(by_name)}", ann_path, f"track {track_id}")
+                    raise UserError(f"unknown category '{category}'; known: {sorted(by_name)}", ann_path,
+                                    f"track {track_id}")
                 job.segmentations.append(
                     (by_name[category], annotations["frames"][key][track_id], f"frame {key} track {track_id}")
                 )

@@ -80,7 +80,8 @@ def build_video(
     ann_path = video_annotations_path(raw, name)
     if (annotations["width"], annotations["height"]) != (width, height):
         raise UserError(
-            f"declared size {annotations['width']}x{annotations['height']} but the extracted frames are {width}x{height}",
+            f"declared size {annotations['width']}x{annotations['height']} "
+            f"but the extracted frames are {width}x{height}",
             ann_path,
         )
     extracted = {str(frame["source_index"]) for frame in frame_list}
@@ -94,7 +95,8 @@ def build_video(
     for track_id in sorted(annotations["tracks"], key=track_sort_key):
         category = annotations["tracks"][track_id]["category"]
         if category not in categories:
-            raise UserError(f"unknown category '{category}'; known: {sorted(categories)}", ann_path, f"track {track_id}")
+            raise UserError(f"unknown category '{category}'; known: {sorted(categories)}", ann_path,
+                            f"track {track_id}")
         segmentations, bboxes, areas = [], [], []
         for frame in frame_list:
             key = str(frame["source_index"])

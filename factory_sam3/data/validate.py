@@ -298,7 +298,8 @@ def check_coco_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> d
         if problem:
             report.error(path, f"image {image['id']}", problem)
             continue
-        refs.append(ImageRef(str(split_dir / image["file_name"]), path, f"image {image['id']}", image["width"], image["height"]))
+        refs.append(ImageRef(str(split_dir / image["file_name"]), path, f"image {image['id']}",
+                             image["width"], image["height"]))
 
     annotations = check_records(path, data["annotations"], "annotation", ANNOTATION_KEYS, report)
     per_class: Counter = Counter()
@@ -312,14 +313,16 @@ def check_coco_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> d
         if ann["category_id"] not in categories:
             report.error(path, record, f"refers to missing category {ann['category_id']}")
             continue
-        check_instance(path, record, ann["segmentation"], ann["bbox"], ann["area"], image["width"], image["height"], report)
+        check_instance(path, record, ann["segmentation"], ann["bbox"], ann["area"], image["width"], image["height"],
+                       report)
         per_class[categories[ann["category_id"]]["name"]] += 1
         annotated_images.add(ann["image_id"])
     negatives = len(images) - len(annotated_images & set(images))
     return {
         "images": len(images),
         "annotations": len(annotations),
-        "per_class": {c["name"]: per_class.get(c["name"], 0) for c in sorted(categories.values(), key=lambda c: c["id"])},
+        "per_class": {c["name"]: per_class.get(c["name"], 0)
+                      for c in sorted(categories.values(), key=lambda c: c["id"])},
         "negatives": negatives,
         "negatives_share": round(negatives / len(images), 4) if images else 0.0,
     }
@@ -505,7 +508,8 @@ def check_datasets(
         report.warn(
             coco_json,
             None,
-            f"negatives share {share:.3f} outside [validate.negatives_min {negatives_min}, negatives_max {negatives_max}]",
+            f"negatives share {share:.3f} outside "
+            f"[validate.negatives_min {negatives_min}, negatives_max {negatives_max}]",
         )
     for split, stats in coco_stats.items():
         if stats["images"] == 0:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -161,7 +162,8 @@ def predict_images(source, model: LoadedModel, classes: list[dict], threshold: f
         _write_png(out_dir / "overlays" / f"{path.stem}.png", drawn)
     out.write_json(out_dir / out.COCO_RESULTS, results)
     out.write_json(out_dir / out.COCO_IMAGES, {"images": images, "categories": classes})
-    return {"frames": len(images), "detections": len(results), "files": ["overlays/", out.COCO_RESULTS, out.COCO_IMAGES]}
+    return {"frames": len(images), "detections": len(results),
+            "files": ["overlays/", out.COCO_RESULTS, out.COCO_IMAGES]}
 
 
 def predict_video(source, model: LoadedModel, classes: list[dict], threshold: float, out_dir: Path,

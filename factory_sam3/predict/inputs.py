@@ -4,9 +4,9 @@ of frames, streamed one frame at a time (RGB uint8) so a long video never sits i
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np

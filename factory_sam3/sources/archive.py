@@ -12,8 +12,8 @@ import shutil
 import stat
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
 
 from factory_sam3.errors import UserError
 

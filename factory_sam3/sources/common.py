@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from factory_sam3.errors import UserError
-
 
 
 def check_categories(categories: Any, file: object) -> list[dict]:

@@ -19,14 +19,15 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pycocotools import mask as mask_utils
 
 from factory_sam3.errors import UserError
-from factory_sam3.sources.archive import find_root, local_input
 from factory_sam3.io import read_json, write_json
+from factory_sam3.sources.archive import find_root, local_input
 from factory_sam3.sources.common import check_categories, copy_as_jpeg, safe_name
 
 SPLIT_DIRS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}

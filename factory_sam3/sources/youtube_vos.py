@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from factory_sam3.errors import UserError
 from factory_sam3.formats.rle import mask_to_rle
-from factory_sam3.sources.archive import find_root, local_input
 from factory_sam3.io import read_json, write_json
+from factory_sam3.sources.archive import find_root, local_input
 from factory_sam3.sources.common import numbered_categories, safe_name
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg")

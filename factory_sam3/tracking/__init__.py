@@ -11,8 +11,11 @@ Use::
 Commands: ``python -m factory_sam3.tracking {init,ui,runs,find,model,sync,where}`` (see ``--help``).
 """
 
-from factory_sam3.tracking.store import local_store_uri, repo_root, tracking_uri  # sets MLflow env defaults first
+# store first: importing it sets the MLflow environment defaults before anything imports mlflow
+# isort: off
+from factory_sam3.tracking.store import local_store_uri, repo_root, tracking_uri
 from factory_sam3.tracking.mlflow_run import StageRun, flatten, stage_run
 from factory_sam3.tracking.lineage import record_model
+# isort: on
 
 __all__ = ["StageRun", "flatten", "local_store_uri", "record_model", "repo_root", "stage_run", "tracking_uri"]

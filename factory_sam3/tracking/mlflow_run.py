@@ -24,8 +24,9 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from factory_sam3.tracking import store
 from factory_sam3.tracking.context import run_tags
