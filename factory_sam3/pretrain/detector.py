@@ -232,7 +232,7 @@ def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_d
         torch.manual_seed(settings.seed)
         random.seed(settings.seed)
     model.train()
-    start = time.monotonic()
+    start, first_step = time.monotonic(), step
     while step < settings.total_steps:
         step += 1
         dense = step <= settings.dense_steps
@@ -269,8 +269,9 @@ def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_d
             means = {k: float(np.mean([r[k] for r in window if r.get(k) is not None]))
                      for k in window[-1] if k not in ("step", "phase") and any(r.get(k) is not None for r in window)}
             log_metrics({f"train/{k}": v for k, v in means.items()}, step)
-            rate = (time.monotonic() - start) / max(1, len(history))
-            print(f"pretrain detector: step {step}/{settings.total_steps} ({history[-1]['phase']}) "
+            rate = (time.monotonic() - start) / max(1, step - first_step)
+            eta = rate * (settings.total_steps - step) / 60
+            print(f"pretrain detector: step {step}/{settings.total_steps} ({history[-1]['phase']}, ~{eta:.0f} min left) "
                   + " ".join(f"{k} {v:.3f}" for k, v in means.items()), flush=True)
         if not dense and (phase_step % settings.eval_every == 0 or step == settings.total_steps):
             model.eval()
