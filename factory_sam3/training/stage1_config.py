@@ -243,17 +243,33 @@ def compose(settings: Stage1Settings, device: str, world_size: int, run_dir: Pat
     return cfg
 
 
+def model_definition(profile: str) -> dict:
+    """What the config does not say about the model: the tiny profile's dimensions and options (models/tiny.py)
+    and which starting weights it loads. A change there must not resume a checkpoint of the old model (it did:
+    sam3's Trainer then fails with a state-key mismatch)."""
+    if profile != "tiny":
+        return {}
+    from factory_sam3.models import pretrained
+    from factory_sam3.models.tiny import TINY_CONFIG
+
+    start = "random"
+    if pretrained.TINY_WEIGHTS.is_file() and not pretrained.use_random_init():
+        start = hashlib.md5(pretrained.TINY_WEIGHTS.read_bytes()).hexdigest()
+    return {"tiny": asdict(TINY_CONFIG), "starting_weights": start}
+
+
 def config_hash(cfg, data_root: str, splits: tuple[str, ...]) -> str:
     """Key of a run directory: the resolved config minus the run dir itself, plus the data's bytes.
 
-    A run whose params, config files or data changed gets a new directory, so it never resumes a
-    stale checkpoint; an interrupted run with the same inputs finds its own checkpoints again.
+    A run whose params, config files, model definition or data changed gets a new directory, so it never
+    resumes a stale checkpoint; an interrupted run with the same inputs finds its own checkpoints again.
     """
     from omegaconf import OmegaConf
 
     container = OmegaConf.to_container(cfg, resolve=False)
     container["run"].pop("run_dir", None)
     container["submitit"] = None  # where it runs does not change what it learns
+    container["model_definition"] = model_definition(str(cfg.profile.name))
     digest = hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode())
     for split in splits:
         ann = Path(data_root) / split / layout.COCO_ANNOTATIONS
