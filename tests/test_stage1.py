@@ -188,6 +188,18 @@ def test_changed_params_never_resume_a_stale_run(coco, tmp_path):
     assert a == c  # where it runs is not what it learns
 
 
+def test_a_changed_tiny_model_never_resumes_a_stale_run(coco, tmp_path, monkeypatch):
+    import dataclasses
+
+    from factory_sam3.models import tiny
+    from factory_sam3.training import stage1
+
+    _, before, _ = stage1.prepare(settings(coco), tmp_path)
+    monkeypatch.setattr(tiny, "TINY_CONFIG", dataclasses.replace(tiny.TINY_CONFIG, pooled_text_fusion=False))
+    _, after, _ = stage1.prepare(settings(coco), tmp_path)
+    assert before != after
+
+
 @pytest.mark.integration
 def test_ddp_two_processes_gloo_on_cpu(coco, tmp_path):
     from factory_sam3.training import stage1
