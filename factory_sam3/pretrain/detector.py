@@ -216,7 +216,7 @@ def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_d
     state_file = run_dir / STATE
     if state_file.is_file():
         try:
-            state = torch.load(state_file, map_location="cpu", weights_only=False)  # our own file: RNG states
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
             raise UserError(f"cannot resume from it ({err}); delete it to start over", state_file) from None
         model.load_state_dict(state["model"], strict=True)
