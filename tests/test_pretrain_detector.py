@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from factory_sam3.errors import UserError
-from factory_sam3.pretrain.detector import DetectorSettings, build_model, train, write_generic_coco
+from factory_sam3.pretrain.detector import DetectorSettings, build_model, train
+from factory_sam3.pretrain.generic_coco import write_generic_coco
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,7 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 
 def generic_data(params_path: Path = PARAMS) -> None:
-    from factory_sam3.pretrain.detector import write_generic_coco
+    from factory_sam3.pretrain.generic_coco import write_generic_coco
 
     params = load_params(params_path)
     data = _section(params, "data", params_path)
