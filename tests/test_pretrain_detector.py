@@ -63,6 +63,8 @@ def test_an_unreadable_state_file_is_not_silently_restarted(generic, tmp_path):
     (run_dir / "state.pt").write_bytes(b"truncated")
     with pytest.raises(UserError, match="cannot resume"):
         train(_settings(), generic / "coco", generic / "tracker.pt", run_dir)
+    # nor leaves its process group behind: the next training in this process (sam3's Trainer) would fail
+    assert not torch.distributed.is_initialized()
 
 
 def test_settings_are_checked():

@@ -151,6 +151,21 @@ def build_model(tracker_file: Path, seed: int):
 def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_dir: Path,
           log_metrics=lambda metrics, step: None):
     """Train (or resume) the detector heads; returns ``(model, history, evals)``."""
+    import torch
+
+    if settings.cpu_threads:
+        torch.set_num_threads(settings.cpu_threads)
+    made_group = _ensure_process_group()
+    try:
+        return _train(settings, data_root, tracker_file, run_dir, log_metrics)
+    finally:  # an error must not leave a process group behind (the next training in this process would fail)
+        if made_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(settings, data_root, tracker_file, run_dir, log_metrics):
     import random
 
     import torch
@@ -162,9 +177,6 @@ def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_d
     from factory_sam3.training.stage1 import prepare
     from factory_sam3.training.stage1_config import Stage1Settings
 
-    if settings.cpu_threads:
-        torch.set_num_threads(settings.cpu_threads)
-    made_group = _ensure_process_group()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg, _, _ = prepare(Stage1Settings(profile="tiny", data_root=str(data_root), epochs=1, cpu_threads=1),
@@ -250,10 +262,6 @@ def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_d
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                             "order": order, "history": history, "evals": evals, "rng": rng.bit_generator.state,
                             "torch_rng": torch.get_rng_state(), "random": random.getstate()}, handle)
-    if made_group:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
     model.eval()
     return model, history, evals
 
