@@ -71,8 +71,9 @@ def check_repro_outputs(repo: Path) -> None:
         assert m["images"] > 0 and m["objects"] > 0, (label, m)
         for key in ("segm_AP", "J", "F", "J&F"):
             assert 0.0 <= m[key] <= 1.0, (label, key, m[key])
+    # each of the three is rounded to 5 decimals on its own: they can disagree by up to 1.5e-5
     assert evaluation["gain"]["J&F"] == pytest.approx(evaluation["finetuned"]["J&F"] - evaluation["baseline"]["J&F"],
-                                                      abs=1e-6)
+                                                      abs=2e-5)
 
     shown = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=repo, env=_env(repo), capture_output=True,
                            text=True, timeout=300)
