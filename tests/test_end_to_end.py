@@ -134,7 +134,11 @@ def test_dvc_repro_on_the_embedded_default(tmp_path, repo_root):
     first = _run(["dvc", "repro"], repo)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     for stage in STAGES:
-        assert f"Running stage '{stage}'" in first.stdout, (stage, first.stdout[-4000:])
+        # validate's only output (reports/validate.json) is in git: with an up-to-date dvc.lock DVC rightly finds it
+        # unchanged and skips the stage; every other stage has DVC-cached outputs a fresh copy lacks, so it runs
+        ran = f"Running stage '{stage}'" in first.stdout
+        skipped = f"Stage '{stage}' didn't change, skipping" in first.stdout
+        assert ran or (stage == "validate" and skipped), (stage, first.stdout[-4000:])
 
     second = _run(["dvc", "repro"], repo)
     assert second.returncode == 0, second.stderr
