@@ -7,8 +7,8 @@ embedding's init scale, which loss trains (all, presence only, semantic only), a
 It prints windowed means of the loss terms every 50 steps and segm AP on held-out generic test images (the gate's
 ``detection_report``) every ``--eval-every`` steps, and saves the state dict there (``--out``).
 
-    python benchmarks/detector_probe.py --name A --steps 800                      # the pipeline's setting, lr 1e-3
-    python benchmarks/detector_probe.py --name S1 --only-semantic --pooled --text-std 1 --batch 2 --steps 600
+    python benchmarks/detector_probe.py --name A --no-pooled --text-std 0.02 --steps 800   # the first runs' model
+    python benchmarks/detector_probe.py --name S1 --only-semantic --batch 2 --steps 600
     python benchmarks/detector_probe.py --name X4 --overfit 4 --steps 400           # memorise 4 images
 
 Needs the pretraining's generic data and tracker (``dvc repro pretrain/dvc.yaml:tracker``). Results: RESULTS.md,
@@ -21,12 +21,13 @@ import argparse
 import math
 import os
 import random
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from factory_sam3.pretrain.detector import ensure_process_group, find_output, lr_scale, semantic_loss
 
 REPO = Path(__file__).resolve().parents[1]
 WINDOW = 50
@@ -44,8 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="start from the pretraining's tracker (its trunk) or from random weights")
     p.add_argument("--anchors", type=float, default=0.0,
                    help="> 0: reference boxes on a grid with this width/height (fraction of the image)")
-    p.add_argument("--pooled", action="store_true",
-                   help="add the pooled prompt to the image features in the fusion encoder (the class default)")
+    p.add_argument("--no-pooled", action="store_true",
+                   help="do not add the pooled prompt to the image features (the tiny profile does; upstream does not)")
     p.add_argument("--no-head-attention", action="store_true",
                    help="drop the segmentation head's own cross-attention to the prompt: its text conditioning must "
                         "then come from the fusion encoder, whose output the decoder (presence, queries) also reads")
@@ -67,49 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _single_process_group() -> None:
-    # sam3's loss all-reduces its box count: it needs a process group even on one CPU process
-    import torch.distributed as dist
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-
-
-def _find(outputs, key: str):
-    """The first ``key`` in sam3's nested outputs (the final decoder stage)."""
-    if isinstance(outputs, dict):
-        return outputs.get(key)
-    if isinstance(outputs, (list, tuple)) or hasattr(outputs, "__iter__"):
-        for item in outputs:
-            found = _find(item, key)
-            if found is not None:
-                return found
-    return None
-
-
-def semantic_loss(outputs, batch) -> tuple[torch.Tensor, dict]:
-    """BCE (positives x5) + dice on the semantic head at its own resolution; IoU on prompts whose concept is
-    present, and the share of pixels predicted on prompts whose concept is absent (text conditioning)."""
-    logits = _find(outputs, "semantic_seg")
-    target = batch.find_targets[0].semantic_segments.float()[:, None]
-    target = (torch.nn.functional.interpolate(target, size=logits.shape[-2:], mode="area") > 0.5).float()
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(5.0))
-    prob = logits.sigmoid()
-    dice = 1 - (2 * (prob * target).sum((1, 2, 3)) + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
-    pred = (logits > 0).float()
-    present = target.sum((1, 2, 3)) > 0
-    inter, union = (pred * target).sum((1, 2, 3)), ((pred + target) > 0).float().sum((1, 2, 3))
-    stats = {
-        "semantic_iou_present": (inter[present] / union[present].clamp(min=1)).mean() if present.any() else None,
-        "semantic_area_absent": pred[~present].mean() if (~present).any() else None,
-    }
-    return bce + dice.mean(), stats
-
-
 def presence_loss(outputs, batch) -> tuple[torch.Tensor, dict]:
-    logits = _find(outputs, "presence_logit_dec").reshape(-1)
+    logits = find_output(outputs, "presence_logit_dec").reshape(-1)
     target = (batch.find_targets[0].num_boxes > 0).float()
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     return loss, {"presence_dec_acc": ((logits > 0).float() == target).float().mean()}
@@ -137,14 +97,11 @@ def build(args):
     for term in loss_fn.loss_fns_find:
         if type(term).__name__ == "Boxes":
             term.weight_dict = {k: v * args.box_weight for k, v in term.weight_dict.items()}
-    d_model = model.transformer.d_model
     if args.text_std:
         with torch.no_grad():
             torch.nn.init.normal_(model.backbone.language_backbone.encoder.token_embedding.weight, std=args.text_std)
-    if args.pooled and not getattr(model.transformer.encoder, "add_pooled_text_to_img_feat", False):
-        encoder = model.transformer.encoder
-        encoder.add_pooled_text_to_img_feat = True
-        encoder.text_pooling_proj = torch.nn.Linear(d_model, d_model)
+    if args.no_pooled:
+        model.transformer.encoder.add_pooled_text_to_img_feat = False
     if args.no_head_attention:
         model.segmentation_head.cross_attend_prompt = None
     if args.anchors:
@@ -165,7 +122,7 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
-    _single_process_group()
+    ensure_process_group()
     from factory_sam3.pretrain.gate import detection_report
 
     model, dataset, collate, loss_fn = build(args)
@@ -200,7 +157,7 @@ def main(argv=None) -> None:
                 extra, semantic_stats = semantic_loss(outputs, batch)
                 loss = loss + args.aux_semantic * extra
                 stats = {**stats, **semantic_stats}
-        scale = min(1.0, step / max(args.warmup, 1)) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        scale = lr_scale(step, args.steps, args.warmup)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * scale
         optimizer.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from factory_sam3.atomic import atomic_dir
+from factory_sam3.io import atomic_dir, atomic_file, write_json
 from factory_sam3.pretrain.generic_coco import categories
 
 
@@ -61,20 +61,23 @@ class DetectorSettings:
             raise ValueError("'detector.lr' and 'detector.dense_lr' must be > 0")
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """The run directory: what changes what is learned, not how often it is logged, saved or measured."""
+        payload = {k: v for k, v in asdict(self).items()
+                   if k not in ("eval_every", "eval_images", "save_every", "log_every", "cpu_threads")}
+        return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def total_steps(self) -> int:
         return self.dense_steps + self.steps
 
 
-def _find(outputs, key: str):
+def find_output(outputs, key: str):
     """The first ``key`` in sam3's nested outputs (the last decoder stage's dict)."""
     if isinstance(outputs, dict):
         return outputs.get(key)
     if isinstance(outputs, (list, tuple)) or hasattr(outputs, "__iter__"):
         for item in outputs:
-            found = _find(item, key)
+            found = find_output(item, key)
             if found is not None:
                 return found
     return None
@@ -86,7 +89,7 @@ def semantic_loss(outputs, batch):
     import torch
     import torch.nn.functional as F
 
-    logits = _find(outputs, "semantic_seg")
+    logits = find_output(outputs, "semantic_seg")
     target = batch.find_targets[0].semantic_segments.float()[:, None]
     target = (F.interpolate(target, size=logits.shape[-2:], mode="area") > 0.5).float()
     bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(5.0))
@@ -102,22 +105,20 @@ def semantic_loss(outputs, batch):
     return bce + dice.mean(), stats
 
 
-def _lr_scale(step: int, length: int, warmup: int) -> float:
+def lr_scale(step: int, length: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``length``."""
     return min(1.0, step / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(step, length) / length))
 
 
-def _ensure_process_group() -> bool:
+def ensure_process_group() -> bool:
     """sam3's loss all-reduces its box count: one CPU process needs a gloo group of one. True if we made it."""
-    import socket
-
     import torch.distributed as dist
+
+    from factory_sam3.training.stage1 import _free_port
 
     if dist.is_initialized():
         return False
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     return True
 
 
@@ -155,7 +156,7 @@ def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_d
 
     if settings.cpu_threads:
         torch.set_num_threads(settings.cpu_threads)
-    made_group = _ensure_process_group()
+    made_group = ensure_process_group()
     try:
         return _train(settings, data_root, tracker_file, run_dir, log_metrics)
     finally:  # an error must not leave a process group behind (the next training in this process would fail)
@@ -171,7 +172,6 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
     import torch
     from hydra.utils import instantiate
 
-    from factory_sam3.atomic import atomic_file
     from factory_sam3.errors import UserError
     from factory_sam3.pretrain.gate import detection_report
     from factory_sam3.training.stage1 import prepare
@@ -217,7 +217,7 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
         phase_step = step if dense else step - settings.dense_steps
         base = settings.dense_lr if dense else settings.lr
         for group in optimizer.param_groups:
-            group["lr"] = base * _lr_scale(phase_step, settings.dense_steps if dense else settings.steps,
+            group["lr"] = base * lr_scale(phase_step, settings.dense_steps if dense else settings.steps,
                                            settings.lr_warmup)
         items = []
         for _ in range(settings.batch):
@@ -270,7 +270,6 @@ def export_detector(model, out_dir: Path, settings: DetectorSettings) -> None:
     """``out_dir/model.pt`` (keys 'detector.*', as Stage 1 exports) + ``stage1.json``."""
     import torch
 
-    from factory_sam3.atomic import write_json
     from factory_sam3.models.export import PREFIX
     from factory_sam3.models.tiny import TINY_CONFIG
 

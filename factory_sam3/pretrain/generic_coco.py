@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from factory_sam3.atomic import atomic_dir
+from factory_sam3.io import atomic_dir
 from factory_sam3.formats import coco
 from factory_sam3.formats.rle import encode_mask
 from factory_sam3.pretrain import generic
