@@ -30,7 +30,7 @@ import torch
 from factory_sam3.pretrain.detector import ensure_process_group, find_output, lr_scale, semantic_loss
 
 REPO = Path(__file__).resolve().parents[1]
-WINDOW = 50
+WINDOW = int(os.environ.get("PROBE_WINDOW", 50))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -163,7 +163,7 @@ def main(argv=None) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        for key in ("loss_giou", "loss_bbox", "presence_dec_acc", "loss_dice", "miou_semantic_seg",
+        for key in ("loss_giou", "loss_giou_fs", "loss_ce_fs", "loss_bbox", "presence_dec_acc", "loss_dice", "miou_semantic_seg",
                     "semantic_iou_present", "semantic_area_absent"):
             value = stats.get(key)
             if value is not None:

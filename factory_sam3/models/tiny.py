@@ -58,6 +58,8 @@ class TinyConfig:
     token_init_std: float = 1.0    # text token embedding init (CLIP: 0.02). At 0.02 the concept names' token
                                    # features start at cosine 0.58 from one another, at 1.0 at 0.07: the detector
                                    # tells the prompts apart from step 0 (benchmarks/RESULTS.md, the detector)
+    query_selection: bool = True   # decoder queries start at the encoder tokens' best box proposals (two-stage
+                                   # DETR / DINO), not at learned boxes: models/query_selection.py says why
     act_ckpt: bool = False         # activation checkpointing of trunk/text/heads (the fusion encoder and
                                    # decoder always checkpoint in training: upstream asserts it)
 
@@ -277,7 +279,9 @@ def build_tiny_image_model(
         matcher = BinaryHungarianMatcherV2(
             focal=True, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2, stable=False
         )
-    model = Sam3Image(
+    from factory_sam3.models.query_selection import QuerySelectionSam3Image
+
+    model = (QuerySelectionSam3Image if cfg.query_selection else Sam3Image)(
         backbone=backbone,
         transformer=transformer,
         input_geometry_encoder=geometry,
@@ -302,6 +306,10 @@ def build_tiny_image_model(
             proj.bias.uniform_(-bound, bound, generator=generator)
         encoder.add_pooled_text_to_img_feat = True
         encoder.text_pooling_proj = proj
+    if cfg.query_selection:
+        from factory_sam3.models.query_selection import attach_proposal_head
+
+        attach_proposal_head(model, d, cfg.ffn_dim, seed=1 if seed is None else seed + 1)
     if not train:
         model.eval()
     return model

@@ -61,9 +61,13 @@ class DetectorSettings:
             raise ValueError("'detector.lr' and 'detector.dense_lr' must be > 0")
 
     def key(self) -> str:
-        """The run directory: what changes what is learned, not how often it is logged, saved or measured."""
+        """The run directory: what changes what is learned (these settings and the tiny model's definition), not how
+        often it is logged, saved or measured."""
+        from factory_sam3.models.tiny import TINY_CONFIG
+
         payload = {k: v for k, v in asdict(self).items()
                    if k not in ("eval_every", "eval_images", "save_every", "log_every", "cpu_threads")}
+        payload["tiny"] = asdict(TINY_CONFIG)
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -232,8 +236,8 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
         else:
             terms = loss_fn(outputs, [model.back_convert(t) for t in batch.find_targets])
             loss = terms["core_loss"] + settings.aux_semantic * dense_loss
-            stats.update({k: float(terms[k].detach()) for k in ("loss_giou", "loss_bbox", "loss_mask", "loss_dice",
-                                                        "presence_dec_acc") if k in terms})
+            stats.update({k: float(terms[k].detach()) for k in ("loss_giou", "loss_giou_fs", "loss_bbox", "loss_mask",
+                                                        "loss_dice", "presence_dec_acc") if k in terms})
         if not torch.isfinite(loss):
             raise RuntimeError(f"pretrain detector: the loss is {float(loss)} at step {step}")
         optimizer.zero_grad(set_to_none=True)

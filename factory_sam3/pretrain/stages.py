@@ -109,7 +109,8 @@ def detector(params_path: Path = PARAMS) -> None:
                    "dense_semantic_iou_last50": _mean([r["semantic_iou_present"] for r in dense[-50:]
                                                        if r.get("semantic_iou_present") is not None]),
                    "presence_acc_last50": _mean([r["presence_dec_acc"] for r in full[-50:] if "presence_dec_acc" in r]),
-                   "giou_loss_last50": _mean([r["loss_giou"] for r in full[-50:] if "loss_giou" in r])}
+                   "giou_loss_last50": _mean([r["loss_giou"] for r in full[-50:] if "loss_giou" in r]),
+                   "proposal_giou_loss_last50": _mean([r["loss_giou_fs"] for r in full[-50:] if "loss_giou_fs" in r])}
         write_json(METRICS / "detector.json", metrics)
         _write_csv(PLOTS / "detector_loss.csv", [{"step": r["step"], "loss": r["loss"]} for r in history],
                    ["step", "loss"])
