@@ -48,9 +48,8 @@ def batch(tmp_path_factory):
 
 
 def test_the_decoder_starts_at_the_best_proposals_and_sam3s_loss_trains_them(batch):
-    from factory_sam3.pretrain.detector import ensure_process_group, find_output
-
     from factory_sam3.models import sam3_compat
+    from factory_sam3.pretrain.detector import ensure_process_group, find_output
 
     sam3_compat.apply()  # sam3's CPU fixes, as every builder of the project applies them
     batch, loss_fn = batch
