@@ -84,3 +84,22 @@ def test_the_decoder_starts_at_the_best_proposals_and_sam3s_loss_trains_them(bat
     terms["core_loss"].backward()
     grads = [p.grad for p in model.proposal_head.parameters()]
     assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_masks_stay_inside_their_boxes(batch):
+    from factory_sam3.models import sam3_compat
+    from factory_sam3.models.query_selection import OUTSIDE, inside_boxes
+    from factory_sam3.pretrain.detector import find_output
+
+    box = torch.tensor([[0.5, 0.25, 0.5, 0.5]])  # x 0.25-0.75, y 0-0.5
+    keep = inside_boxes(box, 4, 4)[0]
+    assert keep.tolist() == [[False, True, True, False], [False, True, True, False], [False] * 4, [False] * 4]
+
+    sam3_compat.apply()
+    torch.manual_seed(0)
+    model = build_tiny_image_model(seed=0)
+    outputs = model(batch[0])
+    masks, boxes = find_output(outputs, "pred_masks"), find_output(outputs, "pred_boxes")
+    outside = ~inside_boxes(boxes, *masks.shape[-2:])
+    assert outside.any() and (masks[outside] == OUTSIDE).all()
+    assert (masks[~outside] != OUTSIDE).all()  # inside, the mask head decides

@@ -10,8 +10,14 @@ proposals. The proposals are supervised by sam3's own loss: the model hands them
 output ``Sam3LossWrapper`` already scores (suffix ``_fs``) with the same matcher, box and classification losses,
 one-to-one and one-to-many (``*_o2m``), so Stage 1's Trainer trains them as it trains everything else.
 
-``QuerySelectionSam3Image`` is sam3's ``Sam3Image`` with only ``_run_decoder`` and ``_compute_matching`` extended;
-``ProposalHead`` holds the new weights (state-dict keys ``proposal_head.*``).
+Box-bounded masks (``box_bounded_masks``): each query's mask logits are kept inside its own predicted box and set to
+``OUTSIDE`` elsewhere, as Mask R-CNN predicts masks within boxes. The tiny pixel decoder separates "this concept" from
+background well (semantic IoU ~0.5) but not one look-alike instance from its neighbour; its box does. Measured on the
+detector stage's weights (valid split, 60 images): segm AP 0.019 -> 0.053 (AP50 0.04 -> 0.17) from this alone.
+It has no weights: the state dict is sam3's plus ``proposal_head.*``.
+
+``QuerySelectionSam3Image`` is sam3's ``Sam3Image`` with only ``_run_decoder``, ``_run_segmentation_heads`` and
+``_compute_matching`` extended; ``ProposalHead`` holds the new weights (state-dict keys ``proposal_head.*``).
 """
 
 from __future__ import annotations
@@ -73,12 +79,37 @@ def _cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
 
 
+OUTSIDE = -20.0  # mask logit outside a query's box (sigmoid ~2e-9)
+
+
+def inside_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(..., 4) cxcywh boxes in [0, 1] -> (..., height, width) bool: pixel centres inside each box."""
+    x0, y0, x1, y1 = _cxcywh_to_xyxy(boxes).unbind(-1)
+    ys = (torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5) / height
+    xs = (torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5) / width
+    in_x = (xs >= x0[..., None]) & (xs <= x1[..., None])  # (..., W)
+    in_y = (ys >= y0[..., None]) & (ys <= y1[..., None])  # (..., H)
+    return in_y[..., :, None] & in_x[..., None, :]
+
+
 class QuerySelectionSam3Image(Sam3Image):
-    """``Sam3Image`` whose decoder queries start at the encoder's best proposals (see the module docstring).
+    """``Sam3Image`` whose decoder queries start at the encoder's best proposals and whose instance masks stay in
+    their boxes (see the module docstring).
 
     ``proposal_head`` must be set after construction (``attach_proposal_head``)."""
 
     proposal_head: ProposalHead
+    box_bounded_masks: bool = True
+
+    def _run_segmentation_heads(self, out, *args, **kwargs):
+        super()._run_segmentation_heads(out, *args, **kwargs)
+        if not self.box_bounded_masks:
+            return
+        for masks_key, boxes_key in (("pred_masks", "pred_boxes"), ("pred_masks_o2m", "pred_boxes_o2m")):
+            if masks_key in out and boxes_key in out:
+                masks = out[masks_key]
+                keep = inside_boxes(out[boxes_key].detach(), *masks.shape[-2:])
+                out[masks_key] = masks.masked_fill(~keep, OUTSIDE)
 
     def _run_decoder(self, pos_embed, memory, src_mask, out, prompt, prompt_mask, encoder_out):
         bs = memory.shape[1]

@@ -60,6 +60,7 @@ class TinyConfig:
                                    # tells the prompts apart from step 0 (benchmarks/RESULTS.md, the detector)
     query_selection: bool = True   # decoder queries start at the encoder tokens' best box proposals (two-stage
                                    # DETR / DINO), not at learned boxes: models/query_selection.py says why
+    box_bounded_masks: bool = True  # each query's mask stays inside its predicted box (query_selection.py)
     act_ckpt: bool = False         # activation checkpointing of trunk/text/heads (the fusion encoder and
                                    # decoder always checkpoint in training: upstream asserts it)
 
@@ -310,6 +311,7 @@ def build_tiny_image_model(
         from factory_sam3.models.query_selection import attach_proposal_head
 
         attach_proposal_head(model, d, cfg.ffn_dim, seed=1 if seed is None else seed + 1)
+        model.box_bounded_masks = cfg.box_bounded_masks
     if not train:
         model.eval()
     return model
