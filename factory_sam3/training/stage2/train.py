@@ -58,7 +58,7 @@ class Stage2Settings:
     stride_prob: float = 0.2
     reverse_prob: float = 0.5
     max_objects: int = 3
-    prompt_probs: dict = field(default_factory=lambda: {"mask": 0.5, "box": 0.25, "points": 0.25})
+    prompt_probs: dict = field(default_factory=lambda: {"mask": 1.0})  # params.yaml: masks only (docs/guide_differences.md)
     num_cond_frames: int = 1
     correction_clicks: int = 1
     freeze: list = field(default_factory=lambda: ["detector"])
