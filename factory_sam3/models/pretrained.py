@@ -93,9 +93,32 @@ def tiny_state(path: str | os.PathLike | None = None) -> dict[str, torch.Tensor]
     return _CACHE[key]
 
 
+def fit_resolution(part: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights made at one input resolution for a model built at another (e.g. tests at 112 px): the ViT's absolute
+    position embedding is resampled to the model's patch grid (as ViTDet / timm load at a new size) and the RoPE
+    tables (``*freqs_cis``, fixed functions of the grid, not learned) are the model's own."""
+    import torch.nn.functional as F
+
+    fitted = dict(part)
+    for key, value in part.items():
+        target = own.get(key)
+        if target is None or target.shape == value.shape:
+            continue
+        if key.endswith("freqs_cis"):
+            fitted[key] = target
+        elif key.endswith("pos_embed") and value.dim() == 3 and target.dim() == 3:
+            cls = value.shape[1] - int((value.shape[1]) ** 0.5) ** 2  # 1 with a class token, 0 without
+            side, new_side = int((value.shape[1] - cls) ** 0.5), int((target.shape[1] - cls) ** 0.5)
+            grid = value[:, cls:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", align_corners=False)
+            fitted[key] = torch.cat([value[:, :cls], grid.permute(0, 2, 3, 1).reshape(1, new_side**2, -1)], 1)
+    return fitted
+
+
 def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
     """Strictly load the ``prefix``-ed part of ``state`` into ``module``; a mismatch names the file."""
-    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    part = fit_resolution({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                          module.state_dict())
     try:
         module.load_state_dict(part, strict=True)
     except RuntimeError as err:
