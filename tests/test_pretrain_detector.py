@@ -71,3 +71,12 @@ def test_settings_are_checked():
     with pytest.raises(ValueError):
         _settings(steps=0).check("params.yaml")
     assert _settings().key() != _settings(lr=1e-3).key()
+
+
+def test_a_state_file_of_another_model_is_a_clear_error(generic, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save({"model": {"not.this.model": torch.zeros(1)}}, run_dir / "state.pt")
+    with pytest.raises(UserError, match="another model"):
+        train(_settings(), generic / "coco", generic / "tracker.pt", run_dir)
+    assert not torch.distributed.is_initialized()

@@ -25,8 +25,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sam3.model.box_ops import box_cxcywh_to_xyxy
 from sam3.model.model_misc import MLP, DotProductScoring, inverse_sigmoid
 from sam3.model.sam3_image import Sam3Image
+
+
+def _cell_centres(height: int, width: int, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres of a height x width grid in [0, 1]: (ys (H,), xs (W,))."""
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
+    return ys, xs
 
 
 class ProposalHead(nn.Module):
@@ -59,9 +67,7 @@ class ProposalHead(nn.Module):
 
     def token_priors(self, height: int, width: int, device) -> torch.Tensor:
         """(H*W, 4) unsigmoided prior boxes, row-major as the encoder flattens its tokens."""
-        ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
-        xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
-        cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+        cy, cx = torch.meshgrid(*_cell_centres(height, width, device), indexing="ij")
         size = torch.full_like(cx, self.prior_size)
         return inverse_sigmoid(torch.stack([cx, cy, size, size], -1).flatten(0, 1))
 
@@ -74,19 +80,13 @@ class ProposalHead(nn.Module):
         return scores, boxes
 
 
-def _cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
-
-
 OUTSIDE = -20.0  # mask logit outside a query's box (sigmoid ~2e-9)
 
 
 def inside_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(..., 4) cxcywh boxes in [0, 1] -> (..., height, width) bool: pixel centres inside each box."""
-    x0, y0, x1, y1 = _cxcywh_to_xyxy(boxes).unbind(-1)
-    ys = (torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5) / height
-    xs = (torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5) / width
+    x0, y0, x1, y1 = box_cxcywh_to_xyxy(boxes).unbind(-1)
+    ys, xs = _cell_centres(height, width, boxes.device, boxes.dtype)
     in_x = (xs >= x0[..., None]) & (xs <= x1[..., None])  # (..., W)
     in_y = (ys >= y0[..., None]) & (ys <= y1[..., None])  # (..., H)
     return in_y[..., :, None] & in_x[..., None, :]
@@ -142,7 +142,7 @@ class QuerySelectionSam3Image(Sam3Image):
                                       dec_presence_out=dec_presence_out)
         if self.training:
             # every token's proposal, one-to-one and one-to-many, for Sam3LossWrapper's "first_stage" output
-            xyxy = _cxcywh_to_xyxy(boxes)
+            xyxy = box_cxcywh_to_xyxy(boxes)
             out["first_stage"] = {"pred_logits": scores, "pred_boxes": boxes, "pred_boxes_xyxy": xyxy,
                                   "pred_logits_o2m": scores, "pred_boxes_o2m": boxes,
                                   "pred_boxes_xyxy_o2m": xyxy}

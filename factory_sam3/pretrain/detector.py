@@ -199,7 +199,12 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
             state = torch.load(state_file, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
             raise UserError(f"cannot resume from it ({err}); delete it to start over", state_file) from None
-        model.load_state_dict(state["model"], strict=True)
+        try:
+            model.load_state_dict(state["model"], strict=True)
+        except (KeyError, RuntimeError) as err:  # another model's state under this key: say so, never a traceback
+            first = str(err).splitlines()[0]
+            raise UserError(f"cannot resume from it (it holds another model: {first}); delete it to start over",
+                            state_file) from None
         step, order, history, evals = state["step"], state["order"], state["history"], state["evals"]
         rng.bit_generator.state = state["rng"]
         if step > settings.dense_steps:
