@@ -94,3 +94,39 @@ def test_resolve_device(monkeypatch):
     assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
     with pytest.raises(UserError, match="evaluate.device"):
         resolve_device("tpu")
+
+
+@pytest.mark.integration
+def test_models_scored_in_a_process_pool_equal_the_sequential_run(tmp_path):
+    """``evaluate.workers``: the (model, part) pieces scored side by side in worker processes give exactly the
+    numbers of scoring them one after another in this process (each piece is deterministic and independent)."""
+    from factory_sam3.evaluation.stage import LABELS, check_params, evaluate_models, score_in_pool
+    from factory_sam3.models import video as video_models
+    from factory_sam3.models.export import export_stage1
+
+    write_coco(tmp_path / "coco")
+    write_ytvis(tmp_path / "ytvis")
+    image_model = starting_image_model("tiny", {}, "cpu", resolution=112)
+    torch.save({"model": image_model.state_dict()}, tmp_path / "trainer.pt")
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    export_stage1(tmp_path / "trainer.pt", stage1,
+                  {"profile": "tiny", "resolution": 112, "categories": [{"id": 1, "name": "gripper"}]})
+    video_models.save_stage2(starting_video_model("tiny", {}, "cpu", resolution=112, stage1_dir=stage1), stage2)
+    params = check_params({"vis_min_score": 0.3, "bootstrap_samples": 50, "bootstrap_samples_images": 0})
+    load_args = {"model_params": {"profile": "tiny"}, "device": "cpu", "stage1_dir": stage1, "stage2_dir": stage2}
+    coco, ytvis = tmp_path / "coco" / "test", tmp_path / "ytvis" / "test"
+
+    scored, sources = score_in_pool(LABELS, load_args, params, coco, ytvis, None, workers=2)
+    assert set(sources) == set(LABELS) and set(scored["baseline"]) == {"images", "videos", "vis"}
+    assert set(scored["stage1"]) == {"videos", "vis"}  # its image model is finetuned's
+    pairs = {label: (lambda label=label: (lambda p: (p.predict_image, p.track))(load_pair(label, **load_args)))
+             for label in LABELS}
+    with torch.inference_mode():
+        sequential = evaluate_models(pairs, params, coco, ytvis, None)
+        pooled = evaluate_models(pairs, params, coco, ytvis, None, scored=scored)
+    timings = ("images_per_s", "frames_per_s")
+    assert ({label: {k: v for k, v in m.items() if k not in timings} for label, m in pooled["metrics"].items()}
+            == {label: {k: v for k, v in m.items() if k not in timings} for label, m in sequential["metrics"].items()})
+    assert pooled["details"] == sequential["details"]
+    assert pooled["gain"] == sequential["gain"]
+    assert sequential["metrics"]["finetuned"]["objects"] > 0

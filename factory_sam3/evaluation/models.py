@@ -1,7 +1,7 @@
 """The models evaluate compares, as the callables the runner takes.
 
 - ``baseline``: the profile's starting models, before any fine-tuning: the starting detector (images) and the
-  starting detector + starting tracker (video). ``tiny``: the deterministic random init Stage 1 and Stage 2
+  starting detector + starting tracker (video). ``tiny``: the shipped pretrained weights Stage 1 and Stage 2
   start from (same builders, same seeds). ``sam3``: the released SAM3 checkpoint (``model.checkpoint``).
 - ``stage1``: what Stage 1 alone gives in video: the Stage 1 detector and image trunk with the starting
   tracker, i.e. the model Stage 2 starts from. (Its image model is the Stage 1 export, as ``finetuned``'s.)
@@ -147,7 +147,12 @@ def load_pair(label: str, model_params: dict, device: str, stage1_dir: Path, sta
     video_resolution = (stage2_config.get("detector", {}).get("resolution") or resolution) if profile == "tiny" else None
     tiny_tracker = (video_models.TinyTrackerConfig(**stage2_config["tracker"])
                     if profile == "tiny" and "tracker" in stage2_config else None)
-    start = "random init" if profile == "tiny" else str(checkpoint)
+    if profile == "tiny":
+        from factory_sam3.models import pretrained
+
+        start = "random init" if pretrained.use_random_init() else str(pretrained.tiny_weights_path())
+    else:
+        start = str(checkpoint)
     if label == "baseline":
         image_model = starting_image_model(profile, model_params, device, resolution)
         video_model = starting_video_model(profile, model_params, device, video_seed, video_resolution, tiny_tracker)

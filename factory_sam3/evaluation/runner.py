@@ -60,6 +60,7 @@ class EvalSettings:
     bootstrap_seed: int = 0
     pictures_dir: Path | None = None
     label: str = ""                # "baseline" / "finetuned": names the pictures
+    progress: bool = True          # progress bars (off in pool workers: their bars would overwrite each other)
     extra: dict = field(default_factory=dict)
 
 
@@ -112,7 +113,8 @@ def evaluate_images(predict_image: PredictImage, split_dir: str | Path, settings
     overlays: list[str] = []
     # pictures of the first images that show something (a negative makes a dull overlay)
     overlay_ids = [im["id"] for im in images if by_image.get(im["id"])][: settings.num_overlays]
-    for image_info in tqdm(images, desc=f"images {settings.label}".strip(), leave=False):
+    for image_info in tqdm(images, desc=f"images {settings.label}".strip(), leave=False,
+                 disable=not settings.progress):
         record = f"image {image_info['id']} ({image_info['file_name']})"
         image = _read_rgb(split_dir / image_info["file_name"], ann_file, record)
         start = time.perf_counter()
@@ -201,7 +203,8 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
     frames_tracked = 0
     model_seconds = 0.0
     gif = None
-    for video in tqdm(videos, desc=f"videos {settings.label}".strip(), leave=False):
+    for video in tqdm(videos, desc=f"videos {settings.label}".strip(), leave=False,
+                 disable=not settings.progress):
         h, w = int(video["height"]), int(video["width"])
         tracks = [a for a in gt["annotations"] if a["video_id"] == video["id"]]
         gt_masks: dict[int, list[np.ndarray | None]] = {}
@@ -304,7 +307,8 @@ def evaluate_vis(predict_image: PredictImage, track: Track, split_dir: str | Pat
     vis_settings = vis.VisSettings(keyframe_stride=settings.vis_keyframe_stride, min_score=min_score,
                                    max_tracks=settings.vis_max_tracks)
     masklets: list[dict] = []
-    for video in tqdm(videos, desc=f"vis {settings.label}".strip(), leave=False):
+    for video in tqdm(videos, desc=f"vis {settings.label}".strip(), leave=False,
+                 disable=not settings.progress):
         collector = vis.MaskletCollector()
         frames = (_read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}")
                   for name in video["file_names"])

@@ -23,13 +23,17 @@ Writes
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from factory_sam3 import layout
 from factory_sam3.atomic import atomic_dir, write_json
+from factory_sam3.data import parallel
 from factory_sam3.errors import UserError
 from factory_sam3.evaluation import metrics as metric_code
 from factory_sam3.evaluation.models import LABELS
@@ -59,7 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "num_overlays": 3,
     "gif_frames": 16,
     "device": None,        # None: model.device
-    "cpu_threads": 1,      # torch threads on CPU (0 = torch default)
+    "cpu_threads": 1,      # torch threads on CPU (0 = torch default), per process
+    "workers": 0,          # CPU: processes scoring models' parts side by side (0 = one per core; 1 = none)
     "vis": True,
     "vis_keyframe_stride": 8,
     "vis_min_score": 0.5,
@@ -78,7 +83,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         raise UserError(f"unknown key 'evaluate.{unknown[0]}' (known: {', '.join(DEFAULTS)})", "params.yaml")
     merged = {**DEFAULTS, **params}
     for key in ("max_images", "max_videos", "max_detections", "num_overlays", "gif_frames", "vis_keyframe_stride",
-                "vis_max_tracks", "cpu_threads", "bootstrap_samples", "bootstrap_samples_images", "bootstrap_seed"):
+                "vis_max_tracks", "cpu_threads", "workers", "bootstrap_samples", "bootstrap_samples_images", "bootstrap_seed"):
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UserError(f"'evaluate.{key}' must be an integer >= 0, got {value!r}", "params.yaml")
@@ -113,36 +118,69 @@ def settings_for(params: Mapping[str, Any], label: str, pictures_dir: Path | Non
                         bootstrap_seed=params["bootstrap_seed"])
 
 
+# The parts of one model's evaluation, longest first (the pool hands them out in this order): each is
+# independent of the others, so they can run in separate processes.
+PARTS = ("vis", "videos", "images")
+
+
+def _tasks(labels, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(label, part) for part in PARTS for label in labels
+            if not (part == "images" and label in VIDEO_ONLY) and not (part == "vis" and not params["vis"])]
+
+
+def score_part(pair: tuple[Callable, Callable], label: str, part: str, params: Mapping[str, Any],
+               coco_dir: Path, ytvis_dir: Path, pictures_dir: Path | None, progress: bool = True) -> dict[str, Any]:
+    """One part of a model's evaluation: ``images`` (COCO AP), ``videos`` (J/F) or ``vis`` (YTVIS mAP)."""
+    predict_image, track = pair
+    settings = dataclasses.replace(settings_for(params, label, pictures_dir), progress=progress)
+    if part == "images":
+        return evaluate_images(predict_image, coco_dir, settings)
+    if part == "videos":
+        return evaluate_videos(track, ytvis_dir, settings)
+    vis = evaluate_vis(predict_image, track, ytvis_dir, settings)
+    return {"metrics": vis["metrics"]}  # the masklets stay here: they are scored already
+
+
+def _combine(parts: Mapping[str, Mapping[str, Any]]) -> tuple[dict, dict, list, dict]:
+    """A label's flat metrics, details, pictures and per-video scores from its parts."""
+    images = parts.get("images") or {"metrics": {"segm_AP_per_class": {}}, "pictures": []}
+    videos, vis = parts["videos"], parts.get("vis") or {"metrics": {}}
+    flat = {k: v for k, v in {**images["metrics"], **videos["metrics"], **vis["metrics"]}.items()
+            if not isinstance(v, dict)}
+    # per-class AP as flat keys, so `dvc exp show` can put them in columns too
+    flat.update({f"segm_AP_{name}": ap for name, ap in images["metrics"]["segm_AP_per_class"].items()})
+    details = {"segm_AP_per_class": images["metrics"]["segm_AP_per_class"],
+               "per_video": {str(v): objects for v, objects in videos["per_video"].items()}}
+    return flat, details, images["pictures"] + videos["pictures"], videos["per_video"]
+
+
 def evaluate_models(models: Mapping[str, Any], params: Mapping[str, Any],
-                    coco_dir: Path, ytvis_dir: Path, pictures_dir: Path | None) -> dict[str, Any]:
+                    coco_dir: Path, ytvis_dir: Path, pictures_dir: Path | None,
+                    scored: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Score each ``label -> (predict_image, track)`` on the COCO and YTVIS test splits (labels in
     :data:`VIDEO_ONLY` on the video split only).
 
     A value may also be a function returning that pair: it is called when the label's turn comes, so
     only one model pair is in memory at a time (four full-size SAM3 models would not need to coexist).
+    ``scored`` (label -> part -> result of :func:`score_part`) holds parts already computed elsewhere (the
+    process pool of :func:`score_in_pool`); those labels are not run again.
     Returns {"metrics": {label: flat metrics}, "details": {label: per-class / counts}, "pictures": [...],
     "reference": {...}, and the GAINS keys for the labels present}.
     """
     out: dict[str, Any] = {"metrics": {}, "details": {}, "pictures": []}
     per_video: dict[str, Any] = {}
     for label, entry in models.items():
-        predict_image, track = entry() if callable(entry) else entry
-        settings = settings_for(params, label, pictures_dir)
-        images = ({"metrics": {"segm_AP_per_class": {}}, "pictures": []} if label in VIDEO_ONLY
-                  else evaluate_images(predict_image, coco_dir, settings))
-        videos = evaluate_videos(track, ytvis_dir, settings)
-        per_video[label] = videos["per_video"]
-        vis = evaluate_vis(predict_image, track, ytvis_dir, settings) if settings.vis else {"metrics": {}}
-        flat = {k: v for k, v in {**images["metrics"], **videos["metrics"], **vis["metrics"]}.items()
-                if not isinstance(v, dict)}
-        # per-class AP as flat keys, so `dvc exp show` can put them in columns too
-        flat.update({f"segm_AP_{name}": ap for name, ap in images["metrics"]["segm_AP_per_class"].items()})
-        out["metrics"][label] = flat
-        out["details"][label] = {"segm_AP_per_class": images["metrics"]["segm_AP_per_class"],
-                                 "per_video": {str(v): objects for v, objects in videos["per_video"].items()}}
-        out["pictures"] += images["pictures"] + videos["pictures"]
-        del predict_image, track  # free this pair's models before the next is built
-        _release_memory()
+        if scored is not None and label in scored:
+            parts = scored[label]
+        else:
+            pair = entry() if callable(entry) else entry
+            parts = {part: score_part(pair, label, part, params, coco_dir, ytvis_dir, pictures_dir)
+                     for _, part in _tasks([label], params)}
+            del pair  # free this pair's models before the next is built
+            _release_memory()
+        flat, details, pictures, per_video[label] = _combine(parts)
+        out["metrics"][label], out["details"][label] = flat, details
+        out["pictures"] += pictures
     # J&F of two model-free references put the models' numbers in context: copying the prompt forward
     # (does the tracker follow motion?) and predicting nothing (credit from frames where objects are absent)
     reference_settings = settings_for(params, "reference", None)
@@ -160,6 +198,54 @@ def evaluate_models(models: Mapping[str, Any], params: Mapping[str, Any],
             out[key].update(metric_code.bootstrap_gain_ci(per_video[before], per_video[after],
                                                           params["bootstrap_samples"], params["bootstrap_seed"]))
     return out
+
+
+def score_in_pool(labels, load_args: Mapping[str, Any], params: Mapping[str, Any], coco_dir: Path,
+                  ytvis_dir: Path, pictures_dir: Path | None, workers: int) -> tuple[dict, dict]:
+    """Every (label, part) of :func:`_tasks` in a pool of ``workers`` processes; each loads the models of
+    the label it is given (``load_pair(label, **load_args)``: about a second for the tiny profile) and keeps
+    them for its next part of the same label. The results equal the sequential run's: each part is
+    deterministic and independent of the others. Returns (label -> part -> result, label -> model sources)."""
+    tasks = _tasks(labels, params)
+    scored: dict[str, dict] = {label: {} for label in labels}
+    sources: dict[str, Any] = {}
+    jobs = [(label, part, dict(load_args), dict(params), coco_dir, ytvis_dir, pictures_dir) for label, part in tasks]
+    initializer = functools.partial(_init_pool_worker, int(params["cpu_threads"]))
+    with parallel.process_pool(min(workers, len(jobs)), initializer, preload=(__name__, "torch")) as pool:
+        # chunksize 1: the parts are handed out in order, longest first
+        for done, (label, part, result, source, seconds) in enumerate(pool.imap_unordered(_pool_task, jobs), 1):
+            scored[label][part] = result
+            sources[label] = source
+            print(f"evaluate: {label} {part} scored in {seconds:.0f} s ({done}/{len(jobs)})", flush=True)
+    return scored, sources
+
+
+_worker_models: dict[str, Any] = {}  # a pool worker's current label and its loaded ModelPair
+
+
+def _init_pool_worker(cpu_threads: int) -> None:
+    import torch
+
+    if cpu_threads:
+        torch.set_num_threads(cpu_threads)
+
+
+def _pool_task(job) -> tuple[str, str, dict, dict, float]:
+    label, part, load_args, params, coco_dir, ytvis_dir, pictures_dir = job
+    import torch
+
+    from factory_sam3.evaluation.models import load_pair
+
+    start = time.perf_counter()
+    if _worker_models.get("label") != label:
+        _worker_models.clear()
+        _release_memory()
+        _worker_models.update(label=label, pair=load_pair(label, **load_args))
+    pair = _worker_models["pair"]
+    with torch.inference_mode():
+        result = score_part((pair.predict_image, pair.track), label, part, params, coco_dir, ytvis_dir, pictures_dir,
+                            progress=False)  # the parent prints a line per finished part
+    return label, part, result, pair.source, time.perf_counter() - start
 
 
 def _release_memory() -> None:
@@ -223,9 +309,21 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
             return load
 
         model_pairs = {label: loader(label) for label in LABELS}
+        load_args = {"model_params": model_params, "device": device, "stage1_dir": Path(stage1_dir),
+                     "stage2_dir": Path(stage2_dir), "video_seed": video_seed, "min_score": float(params["min_score"])}
+        # on CPU the models' parts run side by side, one process per core (each single-threaded); one GPU
+        # runs them one after another in this process
+        workers = parallel.resolve_workers(params["workers"]) if device == "cpu" else 1
+    else:
+        workers = 1
 
     with atomic_dir(pictures_dir) as tmp_pictures, torch.inference_mode():
-        result = evaluate_models(model_pairs, params, coco_dir, ytvis_dir, tmp_pictures)
+        scored = None
+        if workers > 1:
+            scored, pool_sources = score_in_pool(LABELS, load_args, params, coco_dir, ytvis_dir, tmp_pictures,
+                                                 workers)
+            sources.update(pool_sources)
+        result = evaluate_models(model_pairs, params, coco_dir, ytvis_dir, tmp_pictures, scored=scored)
         curves = loss_curves(loss_csvs, tmp_pictures / "loss_curves.png")
         pictures = [str(Path(pictures_dir) / Path(p).name) for p in result["pictures"]]
         if curves is not None:

@@ -422,6 +422,8 @@ def init_from_checkpoints(model: Sam3VideoModel, stage1: str | os.PathLike | Non
         from factory_sam3.models import pretrained
 
         base_det, base_trk = split_stage1_state(pretrained.tiny_state(base_checkpoint))
+        # made at 224 px: resampled for a model built at another tiny resolution (as Stage 1 loads them)
+        base_det = pretrained.fit_resolution(base_det, model.detector.state_dict())
         report["tracker_from"] = str(base_checkpoint)
     elif base_checkpoint:
         from factory_sam3.models.build import resolve_checkpoint
