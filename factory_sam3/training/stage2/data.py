@@ -150,6 +150,7 @@ class ClipSampler:
     reverse_prob: float = 0.5
     max_objects: int = 3
     stride_prob: float = 0.2  # share of clips with a stride from [stride_min, stride_max]; the rest stride 1
+    exit_prob: float = 0.0    # share of clips that start where one of their objects leaves the view within the clip
 
     def __post_init__(self):
         self.usable = [v for v in self.videos if len(v.annotated) >= 2 and any(v.visible(f) for f in v.annotated)]
@@ -174,12 +175,35 @@ class ClipSampler:
             starts = [s for s in range(len(timeline) - 1) if video.visible(timeline[s])]
             n = min(n, len(timeline) - starts[0])
             stride = 1
+        exits = bool(self.exit_prob) and rng.random() < self.exit_prob
+        if exits:
+            # objects leave the belt in every test video, but a short clip of consecutive frames rarely shows it:
+            # without such clips the tracker learns to always find its object (and latches onto a look-alike)
+            with_exit = [s for s in starts if _leaving(video, _window(timeline, s, n, stride))]
+            exits = bool(with_exit)
+            starts = with_exit or starts
         start = starts[int(rng.integers(len(starts)))]
-        frames = [timeline[min(start + k * stride, len(timeline) - 1)] for k in range(n)]
+        frames = _window(timeline, start, n, stride)
         objects = video.visible(frames[0])
-        if len(objects) > self.max_objects:
+        if exits:  # the leaving objects first, the rest at random
+            keep = _leaving(video, frames)[: self.max_objects]
+            rest = [o for o in objects if o not in keep]
+            if len(objects) > self.max_objects:
+                extra = self.max_objects - len(keep)
+                objects = sorted(keep + (rng.choice(rest, extra, replace=False).tolist() if extra else []))
+        elif len(objects) > self.max_objects:
             objects = sorted(rng.choice(objects, self.max_objects, replace=False).tolist())
         return Clip(video, frames, objects, reverse)
+
+
+def _window(timeline: list[int], start: int, n: int, stride: int) -> list[int]:
+    return [timeline[min(start + k * stride, len(timeline) - 1)] for k in range(n)]
+
+
+def _leaving(video: Video, frames: list[int]) -> list[int]:
+    """Objects visible on a clip's first frame and absent from one of its later frames."""
+    later = [set(video.visible(f)) for f in frames[1:]]
+    return [o for o in video.visible(frames[0]) if any(o not in seen for seen in later)]
 
 
 @dataclass

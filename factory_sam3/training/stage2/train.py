@@ -56,6 +56,7 @@ class Stage2Settings:
     stride_min: int = 1
     stride_max: int = 5
     stride_prob: float = 0.2
+    exit_prob: float = 0.5
     reverse_prob: float = 0.5
     max_objects: int = 3
     prompt_probs: dict = field(default_factory=lambda: {"mask": 1.0})  # params.yaml: masks only (docs/guide_differences.md)
@@ -105,7 +106,7 @@ class Stage2Settings:
             bad("stride_min", f"is larger than stride_max ({self.stride_min} > {self.stride_max})")
         if self.num_cond_frames >= self.frames_per_clip:
             bad("num_cond_frames", "must be smaller than frames_per_clip (frames must be left to track)")
-        for key in ("reverse_prob", "stride_prob"):
+        for key in ("reverse_prob", "stride_prob", "exit_prob"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 bad(key, f"must be a number in [0, 1], got {value!r}")
@@ -416,7 +417,8 @@ def _train(ctx: Context) -> Optional[dict]:
     heldout = load_split(ctx.data_dir, "valid") or load_split(ctx.data_dir, "test")
     sampler = ClipSampler(train_videos, frames_per_clip=settings.frames_per_clip, stride_min=settings.stride_min,
                           stride_max=settings.stride_max, reverse_prob=settings.reverse_prob,
-                          max_objects=settings.max_objects, stride_prob=settings.stride_prob)
+                          max_objects=settings.max_objects, stride_prob=settings.stride_prob,
+                          exit_prob=settings.exit_prob)
     augment = ClipAugment(enabled=settings.augment)
 
     model, report = prepare_model(ctx)
