@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     all_params = load_params(args.params)
     section("evaluate", args.params)  # a clear error if the section is missing
     metrics = run(all_params, log_mlflow=False if args.no_mlflow else None)
-    rows = ("segm_AP", "bbox_AP", "J", "F", "J&F", "vis_mAP", "images_per_s", "frames_per_s")
+    rows = ("segm_AP", "bbox_AP", "J", "F", "J&F", "J_present", "empty_when_absent", "vis_mAP", "images_per_s",
+            "frames_per_s")
     labels = [label for label in ("baseline", "stage1", "finetuned") if label in metrics]
     print(f"device: {metrics['device']}   profile: {metrics['profile']}")
     print(f"{'':14s}" + "".join(f"{label:>12s}" for label in labels) + f"{'gain':>10s}   gain 95% CI")
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
               + (f"   [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
     finetuned = metrics.get("finetuned", {})
     print(f"n: {finetuned.get('images')} images ({finetuned.get('instances')} instances); {finetuned.get('videos')} "
-          f"videos, {finetuned.get('objects')} objects, {finetuned.get('frames')} object-frames (J/F)")
+          f"videos, {finetuned.get('objects')} objects, {finetuned.get('frames')} object-frames (J/F: "
+          f"{finetuned.get('present_frames')} with the object present, {finetuned.get('absent_frames')} without)")
     for label in labels:
         ci = metrics[label].get("J&F_ci95")
         if ci:

@@ -161,7 +161,8 @@ def test_score_object_and_aggregation_pools_all_objects_of_the_split():
     square = box_mask(shape, 5, 5, 15, 15)
     shifted = box_mask(shape, 5, 10, 15, 20)
     perfect = score_object([square, square], [square, square])
-    assert perfect == {"J": 1.0, "F": 1.0, "J&F": 1.0, "frames": 2}
+    assert perfect == {"J": 1.0, "F": 1.0, "J&F": 1.0, "frames": 2, "present_frames": 2, "present_J_sum": 2.0,
+                       "absent_frames": 0, "absent_empty": 0}
     half = score_object([square, np.zeros(shape)], [square, square])
     assert half["J"] == 0.5 and half["F"] == 0.5
     third = score_object([shifted], [square])
@@ -197,10 +198,31 @@ def test_true_negative_frames_score_one_and_false_positives_zero():
     empty = np.zeros(shape, bool)
     blob = box_mask(shape, 5, 5, 15, 15)
     # object absent on an annotated frame: nothing predicted is right (J = F = 1), a mask there is wrong (0)
-    assert score_object([empty], [empty]) == {"J": 1.0, "F": 1.0, "J&F": 1.0, "frames": 1}
-    assert score_object([blob], [empty]) == {"J": 0.0, "F": 0.0, "J&F": 0.0, "frames": 1}
+    assert score_object([empty], [empty])["J&F"] == 1.0
+    assert score_object([blob], [empty])["J&F"] == 0.0
     # one visible frame tracked perfectly, then absent with a leftover mask: (1 + 0) / 2
     assert score_object([blob, blob], [blob, empty])["J"] == 0.5
+
+
+def test_j_split_into_frames_with_and_without_the_object():
+    """``J_present`` (J where the object is there) and ``empty_when_absent`` (share of frames without the object
+    where nothing is predicted), frames pooled over objects: hand-computed."""
+    shape = (30, 30)
+    empty = np.zeros(shape, bool)
+    blob = box_mask(shape, 5, 5, 15, 15)          # 100 px
+    half = box_mask(shape, 5, 5, 15, 10)          # 50 px inside blob: IoU 0.5
+    # object 1: present, present (IoU 1 and 0.5), absent with a leftover mask; object 2: absent twice, one right
+    one = score_object([blob, half, blob], [blob, blob, empty])
+    two = score_object([empty, blob], [empty, empty])
+    assert (one["present_frames"], one["absent_frames"], one["absent_empty"]) == (2, 1, 0)
+    assert (two["present_frames"], two["absent_frames"], two["absent_empty"]) == (0, 2, 1)
+    summary = aggregate_objects({"v": [one, two]})
+    assert summary["J_present"] == pytest.approx((1.0 + 0.5) / 2)
+    assert summary["empty_when_absent"] == pytest.approx(1 / 3)
+    assert summary["J"] == pytest.approx(((1.0 + 0.5 + 0.0) / 3 + (1.0 + 0.0) / 2) / 2)  # DAVIS J unchanged
+    assert (summary["present_frames"], summary["absent_frames"]) == (2, 3)
+    only_present = aggregate_objects({"v": [score_object([blob], [blob])]})
+    assert only_present["empty_when_absent"] is None and only_present["J_present"] == 1.0
 
 
 def test_bootstrap_over_videos_hand_computed():

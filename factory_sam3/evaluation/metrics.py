@@ -120,14 +120,21 @@ def boundary_f_measure(pred: np.ndarray, gt: np.ndarray, tolerance: float = BOUN
 def score_object(pred_masks: Iterable[np.ndarray], gt_masks: Iterable[np.ndarray]) -> dict[str, float]:
     """J, F and J&F of one object over the frames given (the caller chooses which frames count)."""
     js, fs = [], []
+    present_j, absent_empty = [], []  # where J comes from: frames with the object, frames without it
     for pred, gt in zip(pred_masks, gt_masks, strict=True):
         js.append(region_similarity(pred, gt))
         fs.append(boundary_f_measure(pred, gt))
+        if np.any(gt):
+            present_j.append(js[-1])
+        else:
+            absent_empty.append(not np.any(pred))
     if not js:
         raise ValueError("no frames to score")
     j = float(np.mean(js))
     f = float(np.mean(fs))
-    return {"J": j, "F": f, "J&F": (j + f) / 2, "frames": len(js)}
+    return {"J": j, "F": f, "J&F": (j + f) / 2, "frames": len(js),
+            "present_frames": len(present_j), "present_J_sum": float(sum(present_j)),
+            "absent_frames": len(absent_empty), "absent_empty": int(sum(absent_empty))}
 
 
 def davis_scored_frames(prompt_frame: int, annotated_frames: Iterable[int]) -> list[int]:
@@ -151,8 +158,16 @@ def aggregate_objects(per_video: Mapping[Any, Sequence[Mapping[str, float]]]) ->
         return {}
     j = float(np.mean([o["J"] for o in objects]))
     f = float(np.mean([o["F"] for o in objects]))
-    return {"J": j, "F": f, "J&F": (j + f) / 2, "videos": sum(1 for s in per_video.values() if s),
-            "objects": len(objects), "frames": int(sum(o["frames"] for o in objects))}
+    result = {"J": j, "F": f, "J&F": (j + f) / 2, "videos": sum(1 for s in per_video.values() if s),
+              "objects": len(objects), "frames": int(sum(o["frames"] for o in objects))}
+    # A diagnosis of J, frames pooled: J where the object is there, and how often the tracker predicts nothing
+    # where it is gone (a tracker that never lets go of its object, or jumps to a look-alike, scores 0 there)
+    present = sum(o.get("present_frames", 0) for o in objects)
+    absent = sum(o.get("absent_frames", 0) for o in objects)
+    result["present_frames"], result["absent_frames"] = int(present), int(absent)
+    result["J_present"] = float(sum(o.get("present_J_sum", 0.0) for o in objects) / present) if present else None
+    result["empty_when_absent"] = float(sum(o.get("absent_empty", 0) for o in objects) / absent) if absent else None
+    return result
 
 
 def bootstrap_video_ci(per_video: Mapping[Any, Sequence[Mapping[str, float]]], samples: int = 1000,

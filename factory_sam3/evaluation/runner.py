@@ -256,6 +256,8 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
         **metrics.bootstrap_video_ci(per_video, settings.bootstrap_samples, settings.bootstrap_seed),
         "videos": summary.get("videos", 0), "objects": summary.get("objects", 0),
         "frames": summary.get("frames", 0),
+        "J_present": summary.get("J_present"), "empty_when_absent": summary.get("empty_when_absent"),
+        "present_frames": summary.get("present_frames", 0), "absent_frames": summary.get("absent_frames", 0),
         "frames_per_s": frames_tracked / model_seconds if model_seconds > 0 else None,
     }
     return {"metrics": result, "per_video": per_video, "pictures": [str(gif)] if gif else []}

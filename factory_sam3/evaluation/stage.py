@@ -48,8 +48,8 @@ LOSS_CSVS = {"Stage 1 (image)": layout.PLOTS / "train_stage1_loss.csv",
              "Stage 2 (video)": layout.PLOTS / "train_stage2_loss.csv"}
 VIDEO_ONLY = ("stage1",)  # its image model is the Stage 1 export, scored under "finetuned"
 # compared in "gain": higher is better for all of them
-GAIN_KEYS = ("segm_AP", "segm_AP50", "bbox_AP", "J", "F", "J&F", "vis_mAP")
-VIDEO_GAIN_KEYS = ("J", "F", "J&F", "vis_mAP")
+GAIN_KEYS = ("segm_AP", "segm_AP50", "bbox_AP", "J", "F", "J&F", "J_present", "empty_when_absent", "vis_mAP")
+VIDEO_GAIN_KEYS = ("J", "F", "J&F", "J_present", "empty_when_absent", "vis_mAP")
 # (key in metrics/evaluate.json, after, before): what each step of the pipeline changed
 GAINS = (("gain", "finetuned", "baseline"), ("gain_stage1", "stage1", "baseline"),
          ("gain_stage2", "finetuned", "stage1"))
@@ -187,8 +187,10 @@ def evaluate_models(models: Mapping[str, Any], params: Mapping[str, Any],
     out["reference"] = {}
     for name, tracker in (("copy_prompt", copy_prompt_tracker), ("empty", empty_tracker)):
         scores = evaluate_videos(tracker, ytvis_dir, reference_settings)["metrics"]
-        out["reference"].update({f"{name}_{k}": scores.get(k) for k in ("J", "F", "J&F", "J&F_ci95")})
-        out["reference"].update({k: scores[k] for k in ("videos", "objects", "frames")})
+        out["reference"].update({f"{name}_{k}": scores.get(k) for k in ("J", "F", "J&F", "J&F_ci95", "J_present",
+                                                                         "empty_when_absent")})
+        out["reference"].update({k: scores[k] for k in ("videos", "objects", "frames", "present_frames",
+                                                         "absent_frames")})
     for key, after, before in GAINS:
         if after in out["metrics"] and before in out["metrics"]:
             tuned, base = out["metrics"][after], out["metrics"][before]
