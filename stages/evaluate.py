@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> None:
             "frames_per_s")
     labels = [label for label in ("baseline", "stage1", "finetuned") if label in metrics]
     print(f"device: {metrics['device']}   profile: {metrics['profile']}")
-    print(f"{'':14s}" + "".join(f"{label:>12s}" for label in labels) + f"{'gain':>10s}   gain 95% CI")
+    print(f"{'':18s}" + "".join(f"{label:>12s}" for label in labels) + f"{'gain':>10s}   gain 95% CI")
     for key in rows:
         values = [metrics[label].get(key) for label in labels] + [metrics["gain"].get(key)]
         ci = metrics["gain"].get(f"{key}_ci95")
-        print(f"{key:14s}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}s}"
+        print(f"{key:18s}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}s}"
                                      for v, w in zip(values, [12] * len(labels) + [10]))
               + (f"   [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
     finetuned = metrics.get("finetuned", {})

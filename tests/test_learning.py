@@ -71,8 +71,11 @@ def test_stage2_from_the_pretrained_tracker_keeps_following_its_prompts(tmp_path
                   on_log=rows.append)
     held = metrics["heldout"]
     assert metrics["init"]["tracker_from"].endswith("tiny_sam3.pt")
-    assert held["cross_object_iou"] is not None and held["cross_object_iou"] <= 0.3, held
-    assert held["iou"] > held["copy_iou"], held
+    # a collapsed tracker (one mask whatever the prompt) scores 0.9-1.0 here; following ones 0.15-0.49 on this
+    # 12-step slice depending on the seed and exit_prob (ground truth 0.05). The full default must reach <= 0.3
+    # (tests/test_end_to_end.py).
+    assert held["cross_object_iou"] is not None and held["cross_object_iou"] <= 0.6, held
+    assert held["iou"] > max(held["copy_iou"], held["iou_before_training"]), held
     # the training clips' cross-object IoU reached MLflow's callback as it trained
     assert [r["step"] for r in rows] == [4, 8, 12] and all("cross_object_iou" in r for r in rows)
     assert metrics["collapse_warning"] is None

@@ -101,6 +101,28 @@ def test_sampler_takes_consecutive_annotated_frames_unless_the_stride_augmentati
     assert 40 <= strided <= 120, strided  # ~0.2 x 400
 
 
+def test_exit_clips_show_one_of_their_objects_leaving(tmp_path):
+    """``exit_prob``: that share of clips starts where a tracked object is gone from a later frame of the clip (the
+    helper's object 1 is hidden on frames 10-11 of 30); the rest are sampled as before, where few clips show it."""
+    make_ytvis(tmp_path, "train", videos=2, frames=30, objects=4, formats=False)
+    videos = s2data.load_ytvis(tmp_path / "train")
+
+    def shows_an_exit(clip) -> bool:
+        return any(o not in clip.video.visible(f) for f in clip.frames[1:] for o in clip.objects)
+
+    exits = s2data.ClipSampler(videos, frames_per_clip=4, max_objects=2, stride_prob=0.0, exit_prob=1.0)
+    plain = s2data.ClipSampler(videos, frames_per_clip=4, max_objects=2, stride_prob=0.0, exit_prob=0.0)
+    half = s2data.ClipSampler(videos, frames_per_clip=4, max_objects=2, stride_prob=0.0, exit_prob=0.5)
+    rng = np.random.default_rng(0)
+    clips = [exits.sample(rng) for _ in range(100)]
+    assert all(shows_an_exit(c) and 1 in c.objects and len(c.objects) == 2 for c in clips)
+    assert all(_strides(c) == {1} for c in clips)  # still consecutive annotated frames
+    plain_share = sum(shows_an_exit(plain.sample(rng)) for _ in range(400)) / 400
+    half_share = sum(shows_an_exit(half.sample(rng)) for _ in range(400)) / 400
+    assert plain_share < 0.15, plain_share
+    assert half_share == pytest.approx(0.5 + 0.5 * plain_share, abs=0.08), (half_share, plain_share)
+
+
 def test_bad_annotations_name_the_file_and_record(tmp_path):
     split = make_ytvis(tmp_path, "train", videos=1, frames=4, formats=False)
     data = json.loads((split / "annotations.json").read_text())
