@@ -1,7 +1,7 @@
 """Probe what makes the tiny SAM3 detector learn the generic concepts (issue 10's open gate criterion).
 
 A plain training loop over exactly what the pretraining's detector stage trains (the Stage 1 Hydra config composed by
-``training.stage1.prepare``: the tiny image model, sam3's dataset, collate and ``Sam3LossWrapper``) so that one
+``training.stage1.train.prepare``: the tiny image model, sam3's dataset, collate and ``Sam3LossWrapper``) so that one
 factor at a time can change: learning rate, batch size, anchor-like reference boxes, pooled-text fusion, the text
 embedding's init scale, which loss trains (all, presence only, semantic only), a warm start, an overfit subset.
 It prints windowed means of the loss terms every 50 steps and segm AP on held-out generic test images (the gate's
@@ -78,13 +78,12 @@ def presence_loss(outputs, batch) -> tuple[torch.Tensor, dict]:
 def build(args):
     from hydra.utils import instantiate
 
-    from factory_sam3.training.stage1 import prepare
-    from factory_sam3.training.stage1_config import Stage1Settings
+    from factory_sam3.training.stage1.train import prepare
 
     from factory_sam3.models.build import build_image_model
-    from factory_sam3.pretrain.detector import build_model
+    from factory_sam3.pretrain.detector import build_model, stage1_settings
 
-    settings = Stage1Settings(profile="tiny", data_root=str(args.data), epochs=1, cpu_threads=1)
+    settings = stage1_settings(args.data)
     cfg, _, _ = prepare(settings, runs_dir=args.out / "config")
     if args.init == "tracker":  # fresh heads and text encoder on the tracker stage's trunk and necks
         model = build_model(args.tracker, args.seed)

@@ -33,10 +33,10 @@ def build_parts(mask_loss: bool, device: str, profile: str, data_root: Path):
     from omegaconf import OmegaConf, open_dict
 
     from factory_sam3.models import build_image_model
-    from factory_sam3.training.stage1_config import Stage1Settings, compose
+    from factory_sam3.training.stage1.config import compose, settings_with
 
-    settings = Stage1Settings(profile=profile, device=device, mask_loss=mask_loss, data_root=str(data_root),
-                              checkpoint="unused", epochs=1)
+    settings = settings_with(model={"profile": profile, "device": device, "checkpoint": "unused"},
+                             train={"mask_loss": mask_loss, "epochs": 1, "batch_size": 1}, data_root=str(data_root))
     cfg = compose(settings, device, world_size=1)
     with open_dict(cfg):
         cfg.scratch.enable_segmentation = mask_loss  # no mask loss: no segmentation head, no GT masks
@@ -117,11 +117,11 @@ def main() -> int:
     import torch.distributed as dist
 
     from factory_sam3.models import sam3_compat
-    from factory_sam3.training.stage1 import _free_port
+    from factory_sam3.training.common import free_port
     from tests.helpers_stage1 import make_coco
 
     sam3_compat.apply()
-    os.environ.update(MASTER_ADDR="localhost", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
+    os.environ.update(MASTER_ADDR="localhost", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0",
                       WORLD_SIZE="1")
     dist.init_process_group("nccl" if device == "cuda" else "gloo")  # the loss all-reduces its normaliser
     results = []

@@ -41,7 +41,7 @@ def main() -> int:
 
     from factory_sam3.models.video import build_video_model
     from factory_sam3.training.stage2.data import ClipBatch
-    from factory_sam3.training.stage2.forward import ClipForward, ForwardOptions
+    from factory_sam3.training.stage2.model import ClipForward, ForwardOptions
     from factory_sam3.training.stage2.train import apply_freeze, set_train_modes
 
     device = "cuda"

@@ -30,8 +30,9 @@ from factory_sam3 import layout
 from factory_sam3.evaluation.models import load_pair, video_tracker
 from factory_sam3.evaluation.runner import EvalSettings, copy_prompt_tracker, empty_tracker, evaluate_videos
 from factory_sam3.models import video as video_models
-from factory_sam3.params import load_params
-from factory_sam3.training.stage2.train import Stage2Settings, run
+from factory_sam3.config import load as load_params
+from factory_sam3.training.stage2.config import Stage2Settings
+from factory_sam3.training.stage2.train import run
 
 KEYS = ("J", "F", "J&F", "J_present", "empty_when_absent")
 
@@ -51,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    base = Stage2Settings.from_params(dict(params["train_stage2"]))
+    base = Stage2Settings.load(args.params)
     torch.set_num_threads(base.cpu_threads)
     model_params = dict(params.get("model") or {})
     test_dir = layout.YTVIS / "test"

@@ -10,7 +10,9 @@ Supported field types: ``int`` (not bool), ``float`` (an int is accepted and kep
 sub-mapping such as ``fetch.synthetic``). Range checks and relations between keys go in an optional
 ``check(self)`` method that raises ``Invalid(key, problem)``.
 
-Adopting it for a section (the data stages do; training and evaluation still read plain dicts)::
+Every stage reads its sections this way: the data stages (their modules), ``model`` (below), ``train_stage1``
+(training/stage1/config.py), ``train_stage2`` (training/stage2/config.py), ``evaluate`` (evaluation/stage.py).
+A section is declared like this::
 
     @dataclass(frozen=True)
     class TrainStage2Params:
@@ -27,7 +29,6 @@ Adopting it for a section (the data stages do; training and evaluation still rea
     params = load_section("train_stage2", TrainStage2Params, args.params)   # or params_path()
     mlflow_params = as_params_dict("train_stage2", params)                  # {"train_stage2.steps": 100, ...}
 
-Then delete the section's hand-written validator and the defaults it duplicated.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import dataclasses
 import os
 import types
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -56,6 +58,26 @@ class Invalid(ValueError):
     def __init__(self, key: str, problem: str):
         self.key, self.problem = key, problem
         super().__init__(f"{key}: {problem}")
+
+
+# --------------------------------------------------------------------------- the shared `model` section
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """``model``: which SAM3 the training and evaluation stages build, from which weights, on which device."""
+
+    profile: Literal["tiny", "sam3"]
+    checkpoint: str | None  # sam3 only: local .pt path or Hugging Face hub id
+    device: str             # auto | cpu | cuda | cuda:N (factory_sam3.device)
+
+    def check(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise Invalid("device", f"must be auto, cpu, cuda or cuda:N (got {self.device!r})")
+
+
+def model_section(path: str | os.PathLike = PARAMS_FILE) -> ModelParams:
+    return load_section("model", ModelParams, path)
 
 
 # --------------------------------------------------------------------------- the file

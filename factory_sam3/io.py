@@ -9,6 +9,7 @@ so a killed or failed stage never leaves a half-written output for DVC to cache.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -114,6 +115,15 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, target)
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """The md5 of a file's bytes, read in 1 MiB chunks (checkpoints are large)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def link_or_copy(src: str | os.PathLike, dst: Path) -> None:

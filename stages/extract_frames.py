@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""DVC stage `extract_frames` (dvc.yaml).
-What it does, its settings and options: factory_sam3.data.frames (or --help)."""
+"""DVC stage `extract_frames` (dvc.yaml), a shim: what it does, its settings and options are in
+factory_sam3.data.frames (or run it with --help)."""
 
 from factory_sam3.data.frames import main
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""DVC stage `fetch` (dvc.yaml). What it does, its settings and options: factory_sam3.sources.stage (or --help)."""
+"""DVC stage `fetch` (dvc.yaml), a shim: what it does, its settings and options are in
+factory_sam3.sources.stage (or run it with --help)."""
 
 from factory_sam3.sources.stage import main
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""DVC stage `to_coco` (dvc.yaml). What it does, its settings and options: factory_sam3.data.to_coco (or --help)."""
+"""DVC stage `to_coco` (dvc.yaml), a shim: what it does, its settings and options are in
+factory_sam3.data.to_coco (or run it with --help)."""
 
 from factory_sam3.data.to_coco import main
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""DVC stage `to_ytvis` (dvc.yaml). What it does, its settings and options: factory_sam3.data.to_ytvis (or --help)."""
+"""DVC stage `to_ytvis` (dvc.yaml), a shim: what it does, its settings and options are in
+factory_sam3.data.to_ytvis (or run it with --help)."""
 
 from factory_sam3.data.to_ytvis import main
 

@@ -1,68 +1,8 @@
 #!/usr/bin/env python3
-"""train_stage2: temporal fine-tuning of SAM3's tracker on YTVIS clips (Stage 2).
+"""DVC stage `train_stage2` (dvc.yaml), a shim: what it does, its settings and options are in
+factory_sam3.training.stage2.stage (or run it with --help)."""
 
-Reads data/ytvis/{train,valid} and the Stage 1 export models/stage1 (detector + image trunk), trains the
-tracker (memory encoder, memory attention, SAM mask decoder, object pointers, tracker neck) SAM2-style, and
-writes models/stage2/ (model.pt: full SAM3 video-model state dict, detector.* + tracker.*; config.json),
-metrics/train_stage2.json and plots/train_stage2_loss.csv; logs params, per-step losses and artifacts to MLflow.
-Resumable: checkpoints live in runs/train_stage2/<settings hash>/, so rerunning after a kill continues.
-Settings: the `train_stage2` and `model` sections of params.yaml.
-"""
-
-from __future__ import annotations
-
-import argparse
-import csv
-
-from factory_sam3.errors import cli_entry
-from factory_sam3.params import section
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    args = parser.parse_args(argv)
-
-    from factory_sam3 import layout
-    from factory_sam3.tracking import record_model, stage_run
-    from factory_sam3.training import require_validated
-    from factory_sam3.training.stage2.train import STAGE, Stage2Settings, run
-
-    require_validated()
-    params = section(STAGE, args.params)
-    model_params = section("model", args.params)
-    settings = Stage2Settings.from_params(params)
-    metrics_file = layout.METRICS / f"{STAGE}.json"
-    plot_file = layout.PLOTS / f"{STAGE}_loss.csv"
-    with stage_run(STAGE, params={STAGE: params, "model": model_params}) as tracked:
-        def live(row: dict) -> None:  # as it trains: a collapse (cross-object IoU near 1) shows while it happens
-            tracked.log_metrics({k: v for k, v in row.items() if k != "step" and v == v}, step=int(row["step"]))
-
-        metrics = run(settings, model_params, metrics_file=metrics_file, plot_file=plot_file, on_log=live)
-        if settings.num_gpus > 1:  # DDP workers cannot log live: the per-step rows from the plot file
-            with plot_file.open() as handle:
-                for row in csv.DictReader(handle):
-                    step = int(row.pop("step"))
-                    tracked.log_metrics({k: float(v) for k, v in row.items() if v not in ("", "nan")}, step=step)
-        flat = {f"final_{k}": v for k, v in metrics["final"].items()}
-        if metrics.get("heldout"):
-            flat.update({f"heldout_{k}": v for k, v in metrics["heldout"].items() if isinstance(v, (int, float))})
-        flat.update({"seconds": metrics["seconds"], "s_per_step": metrics["s_per_step"]})
-        tracked.log_metrics(flat)
-        for path in (metrics_file, plot_file, layout.MODELS / "stage2" / "config.json"):
-            tracked.log_artifact(path)
-        record_model(tracked, "stage2-model")  # DVC artifact <-> MLflow run + registry version
-    heldout = metrics.get("heldout") or {}
-
-    def num(value):
-        return "n/a" if value is None else f"{value:.3f}"
-
-    print(f"train_stage2: {metrics['steps']} steps in {metrics['seconds']:.0f} s; loss {metrics['loss_first10']:.3f} "
-          f"-> {metrics['loss_last10']:.3f}; held-out IoU {heldout.get('iou', float('nan')):.3f} "
-          f"(copy-forward {heldout.get('copy_iou', float('nan')):.3f}); cross-object IoU "
-          f"{num(heldout.get('cross_object_iou'))} (ground truth {num(heldout.get('gt_cross_object_iou'))})")
-
+from factory_sam3.training.stage2.stage import main
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""DVC stage `validate` (dvc.yaml). What it does, its settings and options: factory_sam3.data.validate (or --help)."""
+"""DVC stage `validate` (dvc.yaml), a shim: what it does, its settings and options are in
+factory_sam3.data.validate (or run it with --help)."""
 
 from factory_sam3.data.validate import main
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from factory_sam3.errors import UserError
@@ -23,8 +24,9 @@ from factory_sam3.evaluation.runner import (
     evaluate_videos,
     evaluate_vis,
 )
-from factory_sam3.evaluation.stage import check_params, run
+from factory_sam3.evaluation.stage import evaluate_params, run
 from helpers_evaluate import H, W, box, colour_segmenter, colour_tracker, no_output, write_coco, write_ytvis
+from helpers_params import section_with
 
 REPO = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------------------- runner
@@ -166,8 +168,7 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     metrics_file = tmp_path / "metrics" / "evaluate.json"
     pictures = tmp_path / "reports" / "evaluate"
     details = tmp_path / "reports" / "evaluate_details.json"
-    result = run({"model": {"profile": "tiny", "device": "cpu"},
-                  "evaluate": {"num_overlays": 1, "vis_keyframe_stride": 2}},
+    result = run(stage_params(num_overlays=1, vis_keyframe_stride=2),
                  coco_root=tmp_path / "coco", ytvis_root=tmp_path / "ytvis", metrics_file=metrics_file,
                  pictures_dir=pictures, details_file=details, log_mlflow=False,
                  loss_csvs={"Stage 1": plots / "train_stage1_loss.csv"},
@@ -203,18 +204,31 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     assert json.loads(details.read_text())["details"]["finetuned"]["segm_AP_per_class"]["screw"] == 1.0
 
 
-def test_check_params_names_the_bad_key():
-    assert check_params({})["num_overlays"] == 3
-    with pytest.raises(UserError, match="evaluate.max_images"):
-        check_params({"max_images": -1})
-    with pytest.raises(UserError, match="evaluate.min_score"):
-        check_params({"min_score": 2})
-    with pytest.raises(UserError, match="evaluate.vis_keyframe_stride"):
-        check_params({"vis_keyframe_stride": 0})
+def stage_params(**evaluate) -> dict:
+    """params.yaml's model and evaluate sections for a CPU test run: a fixed VIS threshold (the repository's `auto`
+    calibrates on a validation split these tests' data lacks) and ``evaluate`` replaced."""
+    return {"model": section_with("model", profile="tiny", device="cpu"),
+            "evaluate": section_with("evaluate", **{"vis_min_score": 0.5, **evaluate})}
+
+
+def test_evaluate_params_name_the_bad_key():
+    assert evaluate_params(section_with("evaluate"))["num_overlays"] == 3  # params.yaml's value, no second copy
+    with pytest.raises(UserError, match="'evaluate.max_images' must be an integer >= 0"):
+        evaluate_params(section_with("evaluate", max_images=-1))
+    with pytest.raises(UserError, match="'evaluate.min_score' must be a number in"):
+        evaluate_params(section_with("evaluate", min_score=2))
+    with pytest.raises(UserError, match="'evaluate.vis_keyframe_stride' must be an integer >= 1"):
+        evaluate_params(section_with("evaluate", vis_keyframe_stride=0))
     with pytest.raises(UserError, match="'evaluate.vis' must be true or false"):
-        check_params({"vis": "yes"})
+        evaluate_params(section_with("evaluate", vis="yes"))
     with pytest.raises(UserError, match="unknown key 'evaluate.colour'"):
-        check_params({"colour": 1})
+        evaluate_params(section_with("evaluate", colour=1))
+    with pytest.raises(UserError, match="'evaluate.vis_min_score' must be"):
+        evaluate_params(section_with("evaluate", vis_min_score="sometimes"))
+    partial = section_with("evaluate")
+    del partial["bootstrap_seed"]
+    with pytest.raises(UserError, match="missing key 'evaluate.bootstrap_seed'"):
+        evaluate_params(partial)
 
 
 def test_cli_help_and_clear_errors(tmp_path):
@@ -223,11 +237,13 @@ def test_cli_help_and_clear_errors(tmp_path):
     help_run = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--help"], capture_output=True,
                               text=True, env=env, cwd=tmp_path)
     assert help_run.returncode == 0 and "J&F" in help_run.stdout
-    (tmp_path / "params.yaml").write_text("model: {profile: tiny, device: cpu}\nevaluate: {max_images: -3}\n")
-    bad = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--no-mlflow"], capture_output=True,
-                         text=True, env=env, cwd=tmp_path)
-    assert bad.returncode == 2 and "evaluate.max_images" in bad.stderr and "Traceback" not in bad.stderr
-    (tmp_path / "params.yaml").write_text("model: {profile: tiny, device: cpu}\nevaluate: {}\n")
+    for evaluate, error in (({"max_images": -3}, "error: params.yaml: 'evaluate.max_images' must be an integer >= 0"),
+                            ({"max_imagez": 1}, "error: params.yaml: unknown key 'evaluate.max_imagez'")):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(stage_params(**evaluate)))
+        bad = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--no-mlflow"], capture_output=True,
+                             text=True, env=env, cwd=tmp_path)
+        assert bad.returncode == 2 and bad.stderr.startswith(error) and "Traceback" not in bad.stderr, bad.stderr
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(stage_params()))
     missing = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--no-mlflow"], capture_output=True,
                              text=True, env=env, cwd=tmp_path)
     assert missing.returncode == 2 and "test split not found" in missing.stderr
@@ -242,7 +258,7 @@ def test_stage_logs_metrics_and_pictures_to_mlflow(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
-    run({"model": {"profile": "tiny", "device": "cpu"}, "evaluate": {"num_overlays": 1, "mlflow": True}},
+    run(stage_params(num_overlays=1, mlflow=True),
         coco_root=tmp_path / "coco", ytvis_root=tmp_path / "ytvis", metrics_file=tmp_path / "m.json",
         pictures_dir=tmp_path / "pics", details_file=tmp_path / "d.json", loss_csvs={},
         model_pairs={"baseline": (no_output, copy_prompt_tracker), "finetuned": (colour_segmenter, colour_tracker)})
@@ -283,7 +299,7 @@ def test_stage_without_training_outputs_fails_fast_and_clearly(tmp_path):
     write_coco(tmp_path / "coco")
     write_ytvis(tmp_path / "ytvis")
     with pytest.raises(UserError, match=r"stage1: not found \(run `dvc repro train_stage1`\)"):
-        run({"model": {"profile": "tiny", "device": "cpu"}, "evaluate": {}}, coco_root=tmp_path / "coco",
+        run(stage_params(), coco_root=tmp_path / "coco",
             ytvis_root=tmp_path / "ytvis", stage1_dir=tmp_path / "models" / "stage1",
             stage2_dir=tmp_path / "models" / "stage2", metrics_file=tmp_path / "m.json",
             pictures_dir=tmp_path / "pics", details_file=tmp_path / "d.json", log_mlflow=False)

@@ -7,11 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from factory_sam3.device import resolve_device
 from factory_sam3.errors import UserError
 from factory_sam3.evaluation import metrics
-from factory_sam3.evaluation.models import load_pair, resolve_device, starting_image_model, starting_video_model
+from factory_sam3.evaluation.models import load_pair, starting_image_model, starting_video_model
 from factory_sam3.evaluation.runner import EvalSettings, evaluate_images, evaluate_videos
 from helpers_evaluate import H, W, write_coco, write_ytvis
+from helpers_params import section_with
 
 
 @pytest.fixture(scope="module")
@@ -84,23 +86,26 @@ def test_stage1_video_model_is_the_stage1_detector_with_the_starting_tracker(tmp
     assert all(torch.equal(tracker[k], start_tracker[k]) for k in tracker)
 
 
-def test_resolve_device(monkeypatch):
+def test_one_device_rule_for_every_stage(monkeypatch):
+    """training, evaluate and predict share factory_sam3.device: the same answers and errors naming the key."""
     assert resolve_device("cpu") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu" and resolve_device(None) == "cpu"
-    with pytest.raises(UserError, match="CUDA is not available"):
+    with pytest.raises(UserError, match="'model.device' is 'cuda' but no CUDA GPU is visible"):
         resolve_device("cuda")
+    with pytest.raises(UserError, match="'evaluate.device' is 'cuda:1'"):
+        resolve_device("cuda:1", "evaluate.device")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
-    with pytest.raises(UserError, match="evaluate.device"):
-        resolve_device("tpu")
+    with pytest.raises(UserError, match="'evaluate.device' must be auto, cpu, cuda or cuda:N"):
+        resolve_device("tpu", "evaluate.device")
 
 
 @pytest.mark.integration
 def test_models_scored_in_a_process_pool_equal_the_sequential_run(tmp_path):
     """``evaluate.workers``: the (model, part) pieces scored side by side in worker processes give exactly the
     numbers of scoring them one after another in this process (each piece is deterministic and independent)."""
-    from factory_sam3.evaluation.stage import LABELS, check_params, evaluate_models, score_in_pool
+    from factory_sam3.evaluation.stage import LABELS, evaluate_models, evaluate_params, score_in_pool
     from factory_sam3.models import video as video_models
     from factory_sam3.models.export import export_stage1
 
@@ -112,7 +117,8 @@ def test_models_scored_in_a_process_pool_equal_the_sequential_run(tmp_path):
     export_stage1(tmp_path / "trainer.pt", stage1,
                   {"profile": "tiny", "resolution": 112, "categories": [{"id": 1, "name": "gripper"}]})
     video_models.save_stage2(starting_video_model("tiny", {}, "cpu", resolution=112, stage1_dir=stage1), stage2)
-    params = check_params({"vis_min_score": 0.3, "bootstrap_samples": 50, "bootstrap_samples_images": 0})
+    params = evaluate_params(section_with("evaluate", vis_min_score=0.3, bootstrap_samples=50,
+                                          bootstrap_samples_images=0))
     load_args = {"model_params": {"profile": "tiny"}, "device": "cpu", "stage1_dir": stage1, "stage2_dir": stage2}
     coco, ytvis = tmp_path / "coco" / "test", tmp_path / "ytvis" / "test"
 

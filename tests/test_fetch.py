@@ -24,6 +24,7 @@ from pycocotools import mask as mask_utils
 
 from factory_sam3 import layout
 from factory_sam3.formats.rle import rle_to_mask
+from factory_sam3.training.common import free_port
 from helpers_params import repo_params, section_with
 
 REPO = Path(__file__).resolve().parents[1]
@@ -527,18 +528,12 @@ def test_zip_slip_is_refused(tmp_path, member, symlink):
 
 # ------------------------------------------------------------------------------------------ s3 (moto_server)
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     server = Path(sys.executable).parent / "moto_server"
     if not server.exists():
         pytest.fail(f"{server} missing: moto[server] is a test requirement")
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
     proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -612,7 +607,7 @@ def test_s3_prefix_and_zip(s3_endpoint, tiny_raw, tmp_path, monkeypatch):
 
 
 def test_s3_dead_endpoint_fails_fast_and_names_it(tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     started = time.time()
     result = run_fetch(tmp_path, {"source": "s3", "path": "s3://factory/data", "endpoint_url": dead}, env=_s3_env())
     assert_user_error(result, "cannot reach S3 endpoint", dead)

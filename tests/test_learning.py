@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from factory_sam3.models import pretrained
-from factory_sam3.training.stage2.forward import cross_object_iou
-from factory_sam3.training.stage2.train import Stage2Settings, collapse_warning, run
+from factory_sam3.training.stage2.config import Stage2Settings
+from factory_sam3.training.stage2.model import cross_object_iou
+from factory_sam3.training.stage2.train import collapse_warning, run
+from helpers_params import section_with
 from helpers_stage1 import make_coco_split
 from helpers_stage2 import make_ytvis
 
@@ -39,14 +41,16 @@ def test_stage1_ends_far_above_its_starting_ap_on_a_small_slice(tmp_path):
 
     from factory_sam3.models.build import build_image_model
     from factory_sam3.pretrain.gate import detection_report
-    from factory_sam3.training.stage1 import export, prepare, train
-    from factory_sam3.training.stage1_config import Stage1Settings
+    from factory_sam3.training.stage1.config import settings_with
+    from factory_sam3.training.stage1.train import export, prepare, train
 
     root = tmp_path / "coco"
     make_coco_split(root / "train", 4, seed=0, negative_fraction=0.0)
     shutil.copytree(root / "train", root / "valid")
-    settings = Stage1Settings(profile="tiny", data_root=str(root), epochs=50, val_freq=50, save_freq=50,
-                              log_freq=50, scheduler_warmup=5)
+    settings = settings_with(model={"profile": "tiny", "device": "auto"},
+                             train={"epochs": 50, "val_freq": 50, "save_freq": 50, "log_freq": 50,
+                                    "scheduler_warmup": 5, "batch_size": 1, "cpu_threads": 1},
+                             data_root=str(root))
     cfg, _, _ = prepare(settings, runs_dir=tmp_path / "runs")
     start = detection_report(instantiate(cfg.trainer.model).eval(), root / "valid")  # the Trainer's own start
     result = train(settings, runs_dir=tmp_path / "runs")
@@ -62,8 +66,9 @@ def test_stage2_from_the_pretrained_tracker_keeps_following_its_prompts(tmp_path
     data = tmp_path / "ytvis"
     make_ytvis(data, "train", videos=2, frames=8, objects=3, seed=0)
     make_ytvis(data, "valid", videos=2, frames=8, objects=3, seed=1)
-    settings = Stage2Settings(steps=12, grad_accum=1, frames_per_clip=4, warmup_steps=2, save_freq=100,
-                              eval_frames=8, log_freq=4)
+    settings = Stage2Settings.from_params(section_with(
+        "train_stage2", steps=12, grad_accum=1, frames_per_clip=4, warmup_steps=2, save_freq=100, eval_frames=8,
+        log_freq=4, cpu_threads=1))
     rows = []
     metrics = run(settings, {"profile": "tiny", "device": "cpu"}, data_dir=data,
                   stage1_dir=_stage1_from_pretrained(tmp_path / "stage1"), out_dir=tmp_path / "stage2",

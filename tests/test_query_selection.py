@@ -32,14 +32,13 @@ def test_the_head_does_not_change_any_other_weight_nor_the_random_stream():
 def batch(tmp_path_factory):
     from hydra.utils import instantiate
 
+    from factory_sam3.pretrain.detector import stage1_settings
     from factory_sam3.pretrain.generic_coco import write_generic_coco
-    from factory_sam3.training.stage1 import prepare
-    from factory_sam3.training.stage1_config import Stage1Settings
+    from factory_sam3.training.stage1.train import prepare
 
     root = tmp_path_factory.mktemp("qs")
     write_generic_coco(root / "coco", seed=0, train_images=2, valid_images=1, negative_prob=0.0)
-    cfg, _, _ = prepare(Stage1Settings(profile="tiny", data_root=str(root / "coco"), epochs=1, cpu_threads=1),
-                        runs_dir=root / "config")
+    cfg, _, _ = prepare(stage1_settings(root / "coco"), runs_dir=root / "config")
     dataset = instantiate(cfg.trainer.data.train.dataset)
     collate = instantiate(cfg.trainer.data.train.collate_fn)
     loss_fn = instantiate(cfg.trainer.loss.all)

@@ -17,28 +17,32 @@ import torch
 import yaml
 
 from factory_sam3.errors import UserError
+from helpers_params import section_with
 from helpers_stage1 import make_coco
 
 REPO = Path(__file__).resolve().parents[1]
+# the repository's train_stage1 section, shortened: one image per step, one thread (tests share the machine)
 FAST = {"resolution": 112, "epochs": 1, "val_freq": 1, "save_freq": 1, "log_freq": 2, "min_resize": 96,
-        "scheduler_warmup": 2, "scheduler_cooldown": 2}
+        "scheduler_warmup": 2, "scheduler_cooldown": 2, "batch_size": 1, "cpu_threads": 1}
+MODEL_KEYS = ("profile", "checkpoint", "device")
 
 
 def write_params(folder: Path, **train) -> Path:
-    params = {"model": {"profile": "tiny", "checkpoint": None, "device": "cpu"},
+    params = {"model": section_with("model", profile="tiny", device="cpu"),
               "mlflow": {"experiment": "stage1-tests"},
-              "train_stage1": {**FAST, **train}}
+              "train_stage1": section_with("train_stage1", **{**FAST, **train})}
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
 
 
 def settings(data_root: Path, **overrides):
-    from factory_sam3.training.stage1_config import Stage1Settings
+    """Stage1Settings from the repository's params.yaml with FAST and ``overrides`` (model or train_stage1 keys)."""
+    from factory_sam3.training.stage1.config import settings_with
 
-    values = {**FAST, "data_root": str(data_root), "device": "cpu"}
-    values.update(overrides)
-    return Stage1Settings(**values)
+    values = {**FAST, "device": "cpu", **overrides}
+    return settings_with(model={k: v for k, v in values.items() if k in MODEL_KEYS},
+                         train={k: v for k, v in values.items() if k not in MODEL_KEYS}, data_root=str(data_root))
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +99,11 @@ def test_stage_logs_steps_val_and_artifacts_to_mlflow(stage):
     val_ap = client.get_metric_history(run.info.run_id, "val/coco_eval_segm_AP")
     metrics = json.loads((work / "metrics" / "train_stage1.json").read_text())
     assert val_ap and metrics["val_segm_AP"] == pytest.approx(max(val_ap, key=lambda m: m.step).value)
-    assert run.data.params["settings.lr_scale"] == "0.1"
-    assert run.data.params["config.run.resolution"] == "112"
+    # params as every stage logs them, `<section>.<key>` of params.yaml (what a sweep filters on), nothing else
+    assert run.data.params.get("train_stage1.lr_scale") == "0.1", run.data.params
+    assert run.data.params["train_stage1.resolution"] == "112"
+    assert run.data.params["model.profile"] == "tiny" and run.data.params["config_hash"]
+    assert all(k.split(".")[0] in ("train_stage1", "model", "config_hash") for k in run.data.params), run.data.params
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "train_stage1.json"} <= names
 
@@ -148,8 +155,8 @@ def test_resume_after_interrupted_run_ends_at_the_same_epoch(tmp_path, coco, mon
     """Kill the run right after epoch 1's checkpoint; the rerun resumes there and stops at epoch 2."""
     from sam3.train.trainer import Trainer
 
-    from factory_sam3.training import stage1
-    from factory_sam3.training.stage1_logging import read_steps
+    from factory_sam3.training.stage1 import train as stage1
+    from factory_sam3.training.stage1.step_log import read_steps
 
     class Killed(Exception):
         pass
@@ -178,7 +185,7 @@ def test_resume_after_interrupted_run_ends_at_the_same_epoch(tmp_path, coco, mon
 
 
 def test_changed_params_never_resume_a_stale_run(coco, tmp_path):
-    from factory_sam3.training import stage1
+    from factory_sam3.training.stage1 import train as stage1
 
     _, a, _ = stage1.prepare(settings(coco), tmp_path)
     _, same, _ = stage1.prepare(settings(coco), tmp_path)
@@ -192,7 +199,7 @@ def test_a_changed_tiny_model_never_resumes_a_stale_run(coco, tmp_path, monkeypa
     import dataclasses
 
     from factory_sam3.models import tiny
-    from factory_sam3.training import stage1
+    from factory_sam3.training.stage1 import train as stage1
 
     _, before, _ = stage1.prepare(settings(coco), tmp_path)
     monkeypatch.setattr(tiny, "TINY_CONFIG", dataclasses.replace(tiny.TINY_CONFIG, pooled_text_fusion=False))
@@ -202,7 +209,7 @@ def test_a_changed_tiny_model_never_resumes_a_stale_run(coco, tmp_path, monkeypa
 
 @pytest.mark.integration
 def test_ddp_two_processes_gloo_on_cpu(coco, tmp_path):
-    from factory_sam3.training import stage1
+    from factory_sam3.training.stage1 import train as stage1
 
     result = stage1.train(settings(coco, val_freq=5), runs_dir=tmp_path, world_size=2)
     assert result.epochs == 1 and result.steps == 3  # 6 images / 2 processes, batch 1
@@ -247,7 +254,7 @@ def test_checkpoint_with_missing_keys_is_refused(tmp_path):
 
 
 def test_small_data_is_refused_with_what_to_change(tmp_path):
-    from factory_sam3.training import stage1
+    from factory_sam3.training.stage1 import train as stage1
 
     root = make_coco(tmp_path / "coco", train=1, valid=1, test=1)
     with pytest.raises(UserError, match="lower train_stage1.batch_size"):
@@ -255,7 +262,7 @@ def test_small_data_is_refused_with_what_to_change(tmp_path):
 
 
 def test_resize_sizes_never_empty():
-    from factory_sam3.training.stage1_config import resize_sizes
+    from factory_sam3.training.stage1.config import resize_sizes
 
     assert resize_sizes(224, 480) == [224]  # upstream gives [] here
     assert resize_sizes(1008, 480) == list(range(480, 1009, 32))
@@ -306,7 +313,7 @@ def test_one_config_for_both_profiles(coco):
     """The sam3 GPU profile and the tiny CPU profile come from the same config (only the group changes)."""
     from omegaconf import OmegaConf
 
-    from factory_sam3.training.stage1_config import compose
+    from factory_sam3.training.stage1.config import compose
 
     gpu = OmegaConf.to_container(compose(settings(coco, profile="sam3", resolution=None, min_resize=480), "cuda", 2,
                                          checkpoint="/ckpt/sam3.pt"), resolve=True)
@@ -333,7 +340,7 @@ def test_one_config_for_both_profiles(coco):
 
 
 def test_negative_images_are_dropped_only_without_negative_prompts(tmp_path):
-    from factory_sam3.training.stage1_data import CocoPrompts
+    from factory_sam3.training.stage1.data import CocoPrompts
     from helpers_stage1 import make_coco_split
 
     ann = str(make_coco_split(tmp_path / "train", 8, seed=3, negative_fraction=0.5))
@@ -354,7 +361,7 @@ def test_negative_images_are_dropped_only_without_negative_prompts(tmp_path):
 @pytest.mark.integration
 def test_submitit_launcher_runs_the_trainer(coco, tmp_path, monkeypatch, capsys):
     """use_cluster goes through submitit; without SLURM here its AutoExecutor runs the job locally."""
-    from factory_sam3.training import stage1
+    from factory_sam3.training.stage1 import train as stage1
 
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     result = stage1.train(settings(coco, use_cluster=True, partition="gpu", device="cpu", val_freq=5),
@@ -366,10 +373,10 @@ def test_submitit_launcher_runs_the_trainer(coco, tmp_path, monkeypatch, capsys)
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     """A save killed half-way leaves the previous checkpoint intact (upstream deletes it first)."""
-    from factory_sam3.training.stage1 import save_atomically
+    from factory_sam3.training.common import save_checkpoint
 
     path = tmp_path / "checkpoint.pt"
-    save_atomically({"epoch": 1}, path)
+    save_checkpoint({"epoch": 1}, path)
 
     def dies_half_way(obj, handle):
         handle.write(b"partial")
@@ -377,6 +384,6 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        save_atomically({"epoch": 2}, path)
+        save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"epoch": 1}

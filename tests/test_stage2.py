@@ -13,8 +13,10 @@ from factory_sam3.errors import UserError
 from factory_sam3.models import video as video_models
 from factory_sam3.models import video_memory as vm
 from factory_sam3.training.stage2 import data as s2data
-from factory_sam3.training.stage2.forward import ClipForward, ForwardOptions
-from factory_sam3.training.stage2.train import Stage2Settings, apply_freeze, run, set_train_modes
+from factory_sam3.training.stage2.config import Stage2Settings
+from factory_sam3.training.stage2.model import ClipForward, ForwardOptions
+from factory_sam3.training.stage2.train import apply_freeze, run, set_train_modes
+from helpers_params import section_with
 from helpers_stage2 import make_ytvis
 
 TRAINED_BY_DEFAULT = ("tracker.", "detector.backbone.vision_backbone.sam2_convs.")
@@ -239,10 +241,10 @@ def test_track_api_returns_one_mask_per_frame(stage1):
 
 
 def _settings(**kw):
+    """The repository's train_stage2 section, shortened (one CPU thread: tests share the machine)."""
     base = {"steps": 4, "grad_accum": 1, "frames_per_clip": 3, "max_objects": 2, "save_freq": 2, "eval_frames": 4,
-            "log_freq": 2}
-    base.update(kw)
-    return Stage2Settings.from_params(base)
+            "log_freq": 2, "cpu_threads": 1}
+    return Stage2Settings.from_params(section_with("train_stage2", **{**base, **kw}))
 
 
 def _run(tmp_path, dataset, stage1, settings, out="stage2"):
@@ -279,6 +281,12 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, dataset, stage
     # a changed config does not resume the stale run
     changed = _run(tmp_path / "b", dataset, stage1, _settings(seed=1))
     assert changed["resumed_from_step"] == 0
+    # an unreadable checkpoint is a clear error naming it, never a silent restart from step 0
+    checkpoint = max((tmp_path / "b" / "runs").glob("*/last.pt"), key=lambda p: p.stat().st_mtime)  # seed 1's
+    checkpoint.write_bytes(b"truncated")
+    with pytest.raises(UserError, match="unreadable training checkpoint") as err:
+        _run(tmp_path / "b", dataset, stage1, _settings(seed=1))
+    assert str(checkpoint) in str(err.value)
 
 
 def test_export_strict_loads_and_tracks(tmp_path, dataset, stage1):
@@ -309,12 +317,18 @@ def test_tracker_state_dict_matches_upstream_tracker_keys():
 
 
 def test_bad_settings_are_user_errors():
-    with pytest.raises(UserError, match="num_cond_frames"):
-        Stage2Settings.from_params({"frames_per_clip": 2, "num_cond_frames": 2})
-    with pytest.raises(UserError, match="unknown key"):
-        Stage2Settings.from_params({"epochz": 3})
-    with pytest.raises(UserError, match="stride_prob"):
-        Stage2Settings.from_params({"stride_prob": 1.5})
+    with pytest.raises(UserError, match="'train_stage2.num_cond_frames' must be smaller than frames_per_clip"):
+        Stage2Settings.from_params(section_with("train_stage2", frames_per_clip=2, num_cond_frames=2))
+    with pytest.raises(UserError, match="unknown key 'train_stage2.epochz'"):
+        Stage2Settings.from_params(section_with("train_stage2", epochz=3))
+    with pytest.raises(UserError, match="'train_stage2.stride_prob' must be a number in"):
+        Stage2Settings.from_params(section_with("train_stage2", stride_prob=1.5))
+    with pytest.raises(UserError, match="'train_stage2.steps' must be an integer, got '10'"):
+        Stage2Settings.from_params(section_with("train_stage2", steps="10"))
+    missing = section_with("train_stage2")
+    del missing["exit_prob"]
+    with pytest.raises(UserError, match="missing key 'train_stage2.exit_prob'"):
+        Stage2Settings.from_params(missing)
     model = video_models.build_video_model("tiny", seed=0)
     with pytest.raises(UserError, match="no parameters under"):
         apply_freeze(model, ["detector.nope"], [])

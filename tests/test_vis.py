@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from factory_sam3.evaluation.runner import EvalSettings, evaluate_vis
-from factory_sam3.evaluation.stage import check_params, settings_for
+from factory_sam3.evaluation.stage import evaluate_params, settings_for
 from factory_sam3.inference import vis
 from helpers_evaluate import colour_segmenter, colour_tracker, write_ytvis
+from helpers_params import section_with
 
 H, W = 40, 60
 RED, GREEN = (255, 0, 0), (0, 255, 0)  # test_evaluate's gripper and part_A colours
@@ -94,7 +95,7 @@ def test_evaluate_calibrates_on_the_valid_split_or_says_why_not(tmp_path):
     (tmp_path / "ytvis" / "valid").symlink_to(test)  # the same video serves as validation split
     calibrated = evaluate_vis(colour_segmenter, colour_tracker, test, settings)["metrics"]
     assert calibrated["vis_min_score"] == 0.9 and calibrated["vis_mAP"] == pytest.approx(1.0)
-    params = check_params({"vis_min_score": "auto"})
+    params = evaluate_params(section_with("evaluate", vis_min_score="auto"))
     assert settings_for(params, "x", None).vis_min_score is None
 
 

@@ -35,54 +35,19 @@ class ModelPair:
     source: dict[str, Any]
 
 
-def resolve_device(requested: str | None) -> str:
-    """``auto`` -> cuda when available, else cpu; an unavailable cuda is a clear error."""
-    import torch
-
-    requested = (requested or "auto").lower()
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{requested}' requested but CUDA is not available here", "params.yaml",
-                        "evaluate.device")
-    if requested != "cpu" and not requested.startswith("cuda"):
-        raise UserError(f"unknown device '{requested}' (auto, cpu, cuda, cuda:N)", "params.yaml", "evaluate.device")
-    return requested
-
-
-def device_name(device: str) -> str:
-    """What ran the model, for the speed numbers: the GPU's name, or the CPU and its thread count."""
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    cpu = platform.processor() or platform.machine()
-    return f"cpu ({cpu}, {torch.get_num_threads()} threads)"
-
-
 def image_predictor(model, min_score: float = 0.0) -> PredictImage:
     """Adapt factory_sam3.models.predict_image (Stage 1's inference) to ``(image, class_names) -> [...]``."""
     from PIL import Image
 
     from factory_sam3.models import predict_image
 
-    accepts = inspect.signature(predict_image).parameters
-    kwargs = {}
-    for name in ("score_threshold", "confidence_threshold", "threshold", "min_score"):
-        if name in accepts:  # keep low-scoring detections: COCO AP ranks them
-            kwargs[name] = min_score
-            break
-
     def predict(image: np.ndarray, class_names) -> list[dict]:
         out = []
-        for item in predict_image(model, Image.fromarray(image), list(class_names), **kwargs):
-            if isinstance(item, dict):
-                category, score, mask, box = item["category"], item["score"], item["mask"], item.get("box")
-            else:
-                category, score, mask = item[0], item[1], item[2]
-                box = item[3] if len(item) > 3 else None
+        # score_threshold=min_score: keep low-scoring detections, COCO AP ranks them (the default 0.5 would bias it)
+        for category, score, mask, box in predict_image(model, Image.fromarray(image), list(class_names),
+                                                        score_threshold=min_score):
             out.append({"category": category, "score": float(score), "mask": np.asarray(mask, dtype=bool),
-                        "box": None if box is None else [float(v) for v in box]})
+                        "box": [float(v) for v in box]})
         return out
 
     return predict
@@ -182,8 +147,4 @@ def _load_stage1(stage1_dir: Path, profile: str, device: str):
     stage1_dir = Path(stage1_dir)
     if not stage1_dir.exists():
         raise UserError("Stage 1 output not found (run `dvc repro train_stage1`)", stage1_dir)
-    load: Callable = models.load_stage1
-    accepts = inspect.signature(load).parameters
-    kwargs = {k: v for k, v in (("profile", profile), ("device", device)) if k in accepts}
-    model = load(stage1_dir, **kwargs)
-    return model.to(device).eval()
+    return models.load_stage1(stage1_dir, device=device).to(device).eval()  # the export names its profile

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-from factory_sam3.atomic import atomic_file
+from factory_sam3.io import atomic_file
 
 # One colour per class (by category order) and per tracked object; readable on dark and light frames.
 PALETTE = [

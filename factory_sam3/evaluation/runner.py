@@ -61,7 +61,6 @@ class EvalSettings:
     pictures_dir: Path | None = None
     label: str = ""                # "baseline" / "finetuned": names the pictures
     progress: bool = True          # progress bars (off in pool workers: their bars would overwrite each other)
-    extra: dict = field(default_factory=dict)
 
 
 def _read_rgb(path: Path, file: Path, record: str) -> np.ndarray:

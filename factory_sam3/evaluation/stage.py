@@ -1,5 +1,19 @@
-"""The evaluate stage: the starting models, Stage 1 and the fine-tuned models, images and video, speed,
-pictures, MLflow.
+"""evaluate: did fine-tuning help, in images and in video, and how fast does the result run?
+
+Scores the starting weights (`baseline`: the profile's un-fine-tuned models), Stage 1 in video
+(`stage1`: the Stage 1 detector with the starting tracker) and the fine-tuned models (`finetuned`:
+models/stage1 for images, models/stage2 for video) on the test splits:
+  images  data/coco/test   text prompts = category names; COCO segm/bbox AP, AP50, AP75, per-class AP
+  video   data/ytvis/test  each object prompted with its first visible ground-truth mask and tracked;
+                           J, F, J&F (DAVIS 2017: annotated frames after the prompt but the
+                           last, true negatives included, objects pooled); and text-prompted video
+                           instance segmentation (image model finds objects by class name on
+                           keyframes, tracker follows them) scored with YTVIS mAP (sam3's evaluator)
+                           on annotated frames only
+  spread  95% bootstrap intervals: over videos (J, F, J&F, paired for gains), over images (segm AP)
+  speed   images/s and frames/s of the model calls, with the device named
+Logs all of it to MLflow (run name `evaluate`, params `evaluate.<key>` and `model.<key>`, tagged with the
+pipeline run like the training stages). Settings: the `evaluate` and `model` sections of params.yaml.
 
 Writes
     metrics/evaluate.json          DVC metrics, flat enough for `dvc exp show`:
@@ -23,18 +37,24 @@ Writes
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
+import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping
 
 from factory_sam3 import layout
-from factory_sam3.atomic import atomic_dir, write_json
+from factory_sam3 import config
+from factory_sam3.config import PARAMS_FILE, Invalid, ModelParams, as_params_dict, section
+from factory_sam3.config import load as load_params
+from factory_sam3.io import atomic_dir, write_json
 from factory_sam3.data import parallel
-from factory_sam3.errors import UserError
+from factory_sam3.errors import UserError, cli_entry
 from factory_sam3.evaluation import metrics as metric_code
 from factory_sam3.evaluation.models import LABELS
 from factory_sam3.evaluation.pictures import loss_curves
@@ -54,55 +74,50 @@ VIDEO_GAIN_KEYS = ("J", "F", "J&F", "J_present", "empty_when_absent", "vis_mAP")
 GAINS = (("gain", "finetuned", "baseline"), ("gain_stage1", "stage1", "baseline"),
          ("gain_stage2", "finetuned", "stage1"))
 
-DEFAULTS: dict[str, Any] = {
-    "max_images": 0,
-    "max_videos": 0,
-    "max_detections": 100,
-    "min_score": 0.05,
-    "overlay_min_score": 0.5,
-    "num_overlays": 3,
-    "gif_frames": 16,
-    "device": None,        # None: model.device
-    "cpu_threads": 1,      # torch threads on CPU (0 = torch default), per process
-    "workers": 0,          # CPU: processes scoring models' parts side by side (0 = one per core; 1 = none)
-    "vis": True,
-    "vis_keyframe_stride": 8,
-    "vis_min_score": 0.5,
-    "vis_max_tracks": 20,
-    "bootstrap_samples": 1000,         # J / F / J&F intervals: videos resampled with replacement (0 = none)
-    "bootstrap_samples_images": 200,   # segm AP interval: images resampled (pycocotools accumulate per resample)
-    "bootstrap_seed": 0,
-    "mlflow": True,
-}
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The `evaluate` section of params.yaml (values and comments there; no defaults here)."""
+
+    max_images: int
+    max_videos: int
+    max_detections: int
+    min_score: float
+    overlay_min_score: float
+    num_overlays: int
+    gif_frames: int
+    vis: bool
+    vis_keyframe_stride: int
+    vis_min_score: Literal["auto"] | float  # auto: calibrated on the validation split (factory_sam3.inference.vis)
+    vis_max_tracks: int
+    device: str | None                     # None: model.device
+    cpu_threads: int
+    workers: int
+    bootstrap_samples: int
+    bootstrap_samples_images: int
+    bootstrap_seed: int
+    mlflow: bool
+
+    def check(self) -> None:
+        for key in ("max_images", "max_videos", "num_overlays", "cpu_threads", "workers", "bootstrap_samples",
+                    "bootstrap_samples_images", "bootstrap_seed"):
+            if getattr(self, key) < 0:
+                raise Invalid(key, f"must be an integer >= 0, got {getattr(self, key)!r}")
+        for key in ("max_detections", "gif_frames", "vis_keyframe_stride", "vis_max_tracks"):
+            if getattr(self, key) < 1:
+                raise Invalid(key, f"must be an integer >= 1, got {getattr(self, key)!r}")
+        for key in ("min_score", "overlay_min_score", "vis_min_score"):
+            value = getattr(self, key)
+            if value != "auto" and not 0 <= value <= 1:
+                raise Invalid(key, f"must be a number in [0, 1]{' or auto' * (key == 'vis_min_score')}, got {value!r}")
+        if self.device is not None and self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise Invalid("device", f"must be null (model.device), auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
-def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill defaults and check types, naming ``evaluate.<key>`` in errors."""
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"unknown key 'evaluate.{unknown[0]}' (known: {', '.join(DEFAULTS)})", "params.yaml")
-    merged = {**DEFAULTS, **params}
-    for key in ("max_images", "max_videos", "max_detections", "num_overlays", "gif_frames", "vis_keyframe_stride",
-                "vis_max_tracks", "cpu_threads", "workers", "bootstrap_samples", "bootstrap_samples_images", "bootstrap_seed"):
-        value = merged[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UserError(f"'evaluate.{key}' must be an integer >= 0, got {value!r}", "params.yaml")
-    for key in ("max_detections", "gif_frames", "vis_keyframe_stride", "vis_max_tracks"):
-        if merged[key] < 1:
-            raise UserError(f"'evaluate.{key}' must be >= 1", "params.yaml")
-    for key in ("vis", "mlflow"):
-        if not isinstance(merged[key], bool):
-            raise UserError(f"'evaluate.{key}' must be true or false, got {merged[key]!r}", "params.yaml")
-    for key in ("min_score", "overlay_min_score", "vis_min_score"):
-        value = merged[key]
-        if key == "vis_min_score" and value == "auto":
-            continue  # calibrated on the validation split (factory_sam3.inference.vis)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise UserError(f"'evaluate.{key}' must be a number in [0, 1]{' or auto' * (key == 'vis_min_score')}, "
-                            f"got {value!r}", "params.yaml")
-    if merged["device"] is not None and not isinstance(merged["device"], str):
-        raise UserError(f"'evaluate.device' must be auto, cpu, cuda or null, got {merged['device']!r}", "params.yaml")
-    return merged
+def evaluate_params(section: Any, params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
+    """The `evaluate` section typed and checked, as the plain mapping the stage and its pool workers pass around."""
+    if not isinstance(section, Mapping):
+        raise UserError("missing section 'evaluate'", params_file)
+    return dataclasses.asdict(config.from_mapping(EvaluateParams, section, "evaluate", params_file))
 
 
 def settings_for(params: Mapping[str, Any], label: str, pictures_dir: Path | None) -> EvalSettings:
@@ -274,11 +289,14 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
         stage1_dir: Path = layout.MODELS / "stage1", stage2_dir: Path = layout.MODELS / "stage2",
         metrics_file: Path = METRICS_FILE, pictures_dir: Path = PICTURES_DIR, details_file: Path = DETAILS_FILE,
         model_pairs: Mapping[str, Any] | None = None,
-        log_mlflow: bool | None = None, loss_csvs: Mapping[str, Path] = LOSS_CSVS) -> dict[str, Any]:
+        log_mlflow: bool | None = None, loss_csvs: Mapping[str, Path] = LOSS_CSVS,
+        params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     """Run the stage. ``model_pairs`` replaces the real models (tests); otherwise they are loaded from
     ``model``/``train_stage2`` params and the Stage 1/2 outputs."""
-    params = check_params(all_params.get("evaluate") or {})
-    model_params = dict(all_params.get("model") or {})
+    params = evaluate_params(all_params.get("evaluate"), params_file)
+    if not isinstance(all_params.get("model"), Mapping):
+        raise UserError("missing section 'model'", params_file)
+    model_params = dataclasses.asdict(config.from_mapping(ModelParams, all_params["model"], "model", params_file))
     coco_dir = Path(coco_root) / "test"
     ytvis_dir = Path(ytvis_root) / "test"
     for path in (coco_dir, ytvis_dir):
@@ -287,9 +305,11 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
 
     import torch
 
-    from factory_sam3.evaluation.models import device_name, load_pair, resolve_device
+    from factory_sam3.device import device_name, resolve_device
+    from factory_sam3.evaluation.models import load_pair
 
-    device = resolve_device(params["device"] or model_params.get("device"))
+    device = (resolve_device(params["device"], "evaluate.device", params_file) if params["device"]
+              else resolve_device(model_params.get("device"), "model.device", params_file))
     if device == "cpu" and params["cpu_threads"]:
         # oversubscribed threads on a shared machine are several times slower (measured by Stage 2)
         torch.set_num_threads(params["cpu_threads"])
@@ -346,11 +366,12 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
                                      "pictures": pictures}))
 
     if log_mlflow if log_mlflow is not None else params["mlflow"]:
-        _log_to_mlflow(all_params, metrics, [metrics_file, details_file, *pictures])
+        _log_to_mlflow({"evaluate": params, "model": model_params}, metrics, [metrics_file, details_file, *pictures])
     return metrics
 
 
-def _log_to_mlflow(all_params: Mapping[str, Any], metrics: Mapping[str, Any], artifacts: list) -> None:
+def _log_to_mlflow(params: Mapping[str, Any], metrics: Mapping[str, Any], artifacts: list) -> None:
+    """``params``: the typed sections, logged as ``evaluate.<key>`` and ``model.<key>`` like every stage's."""
     from factory_sam3.tracking import stage_run
 
     flat = {}
@@ -361,10 +382,56 @@ def _log_to_mlflow(all_params: Mapping[str, Any], metrics: Mapping[str, Any], ar
                 flat[name] = value
             elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
                 flat[f"{name}_lo"], flat[f"{name}_hi"] = value  # a confidence interval
-    params = {"model": all_params.get("model") or {}, "evaluate": all_params.get("evaluate") or {}}
     with stage_run("evaluate", params=params, tags={"device": metrics.get("device", "")}) as run:
         run.log_metrics(flat)
         for path in artifacts:
             path = Path(path)
             if path.is_file():
                 run.log_artifact(path, artifact_path="pictures" if path.suffix in (".png", ".gif") else None)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: %(default)s)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    args = parser.parse_args(argv)
+
+    all_params = load_params(args.params)
+    section("evaluate", args.params)  # a clear error if the section is missing
+    show(run(all_params, log_mlflow=False if args.no_mlflow else None, params_file=args.params))
+
+
+def show(metrics: Mapping[str, Any]) -> None:
+    """The table printed at the end of the stage: each model, the gain and its interval, the n, the references."""
+    rows = ("segm_AP", "bbox_AP", "J", "F", "J&F", "J_present", "empty_when_absent", "vis_mAP", "images_per_s",
+            "frames_per_s")
+    labels = [label for label in ("baseline", "stage1", "finetuned") if label in metrics]
+    print(f"device: {metrics['device']}   profile: {metrics['profile']}")
+    print(f"{'':18s}" + "".join(f"{label:>12s}" for label in labels) + f"{'gain':>10s}   gain 95% CI")
+    for key in rows:
+        values = [metrics[label].get(key) for label in labels] + [metrics["gain"].get(key)]
+        ci = metrics["gain"].get(f"{key}_ci95")
+        print(f"{key:18s}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}s}"
+                                     for v, w in zip(values, [12] * len(labels) + [10]))
+              + (f"   [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+    finetuned = metrics.get("finetuned", {})
+    print(f"n: {finetuned.get('images')} images ({finetuned.get('instances')} instances); {finetuned.get('videos')} "
+          f"videos, {finetuned.get('objects')} objects, {finetuned.get('frames')} object-frames (J/F: "
+          f"{finetuned.get('present_frames')} with the object present, {finetuned.get('absent_frames')} without)")
+    for label in labels:
+        ci = metrics[label].get("J&F_ci95")
+        if ci:
+            print(f"{label} J&F 95% CI (bootstrap over videos): [{ci[0]:.3f}, {ci[1]:.3f}]")
+    reference = metrics.get("reference", {})
+    print(f"reference J&F without a model: prompt copied forward {reference.get('copy_prompt_J&F') or 0:.4f}, "
+          f"empty masks {reference.get('empty_J&F') or 0:.4f}")
+    gain = metrics.get("gain", {})
+    better = [k for k in ("segm_AP", "J&F") if (gain.get(k) or 0) > 0]
+    worse = [k for k in ("segm_AP", "J&F") if k in gain and k not in better]
+    if worse:
+        print(f"note: the fine-tuned model does not beat the baseline on {', '.join(worse)} "
+              "(train longer or check the training stages' loss curves in reports/evaluate/loss_curves.png)")
+    print(f"wrote {METRICS_FILE}")
+

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from factory_sam3.errors import UserError
+from factory_sam3.io import file_md5
 
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 # sam3's tokenizer vocabulary; the sam3 0.1.4 wheel lacks assets/, open-clip-torch ships the identical file
@@ -25,7 +25,7 @@ def bpe_path() -> Path:
         pass
     for path in candidates:
         if path.is_file():
-            if hashlib.md5(path.read_bytes()).hexdigest() != BPE_MD5:
+            if file_md5(path) != BPE_MD5:
                 raise UserError(f"BPE vocabulary has an unexpected md5 (expected {BPE_MD5})", path)
             return path
     raise UserError(

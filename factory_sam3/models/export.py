@@ -66,7 +66,7 @@ def load_stage1(path: str | os.PathLike = "models/stage1", device: str = "cpu") 
 
 def export_stage1(trainer_checkpoint, out_dir, info: dict, config_yaml: str | None = None) -> Path:
     """Write an export directory from any Trainer checkpoint (the launcher uses the same pieces)."""
-    from factory_sam3.atomic import atomic_dir, write_json
+    from factory_sam3.io import atomic_dir, write_json
 
     with atomic_dir(out_dir) as tmp:
         save_detector_state(trainer_checkpoint, tmp / MODEL_FILE)

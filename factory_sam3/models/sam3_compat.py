@@ -30,7 +30,7 @@ Other upstream gaps handled elsewhere: the wheel lacks the BPE vocabulary (model
 ``TextTransformer`` leaves ``positional_embedding``/``text_projection`` as ``torch.empty``
 (models/tiny.py ``init_text_encoder_``); validation with ``load_segmentation: true`` fails in resize,
 resize ``min_size`` above the resolution and ``drop_last`` with few images give empty inputs, and
-``skip_saving_ckpts`` defaults to true (training/stage1_config.py).
+``skip_saving_ckpts`` defaults to true (training/stage1/config.py).
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from factory_sam3.atomic import atomic_dir
 from factory_sam3.errors import UserError
 from factory_sam3.formats.rle import mask_to_rle
+from factory_sam3.io import atomic_dir
 from factory_sam3.predict import inputs as inputs_module
 from factory_sam3.predict import outputs as out
 
@@ -203,7 +203,7 @@ def run(input_path: str, output: str | None, model_spec: str, classes: Sequence[
         overlay_format: str = "mp4", checkpoint: str | None = None,
         calibration_split: str = "data/ytvis/valid", progress: bool = True) -> dict:
     """Everything the CLI does; returns the summary (also written to ``summary.json``)."""
-    from factory_sam3.evaluation.models import device_name, resolve_device
+    from factory_sam3.device import device_name, resolve_device
 
     source = inputs_module.open_source(input_path, kind)
     out_dir = Path(output) if output else Path("predictions") / source.name

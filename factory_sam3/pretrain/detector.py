@@ -118,11 +118,11 @@ def ensure_process_group() -> bool:
     """sam3's loss all-reduces its box count: one CPU process needs a gloo group of one. True if we made it."""
     import torch.distributed as dist
 
-    from factory_sam3.training.stage1 import _free_port
+    from factory_sam3.training.common import free_port
 
     if dist.is_initialized():
         return False
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     return True
 
 
@@ -170,6 +170,21 @@ def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_d
             dist.destroy_process_group()
 
 
+
+# The part of Stage 1's composed config pretraining uses (dataset, collate, loss), as the guide sets it: fixed here,
+# so editing train_stage1 in params.yaml never changes how the shipped weights were made.
+STAGE1_GUIDE = {"epochs": 1, "batch_size": 1, "gradient_accumulation": 1, "resolution": None, "min_resize": 480,
+                "include_negatives": True, "mask_loss": True, "max_ann_per_img": 200, "cpu_threads": 1,
+                "num_gpus": 1, "use_cluster": False}
+
+
+def stage1_settings(data_root: str | Path):
+    """Stage 1's settings for the tiny model on ``data_root``: the config pretraining instantiates its parts from."""
+    from factory_sam3.training.stage1.config import settings_with
+
+    return settings_with(model={"profile": "tiny", "device": "cpu"}, train=STAGE1_GUIDE, data_root=str(data_root))
+
+
 def _train(settings, data_root, tracker_file, run_dir, log_metrics):
     import random
 
@@ -178,13 +193,11 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
 
     from factory_sam3.errors import UserError
     from factory_sam3.pretrain.gate import detection_report
-    from factory_sam3.training.stage1 import prepare
-    from factory_sam3.training.stage1_config import Stage1Settings
+    from factory_sam3.training.stage1.train import prepare
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg, _, _ = prepare(Stage1Settings(profile="tiny", data_root=str(data_root), epochs=1, cpu_threads=1),
-                        runs_dir=run_dir / "config")
+    cfg, _, _ = prepare(stage1_settings(data_root), runs_dir=run_dir / "config")
     dataset = instantiate(cfg.trainer.data.train.dataset)
     collate = instantiate(cfg.trainer.data.train.collate_fn)
     loss_fn = instantiate(cfg.trainer.loss.all)

@@ -14,7 +14,6 @@ weights (float16, ``detector.*`` + ``tracker.*``) only when it passed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,10 +73,10 @@ def check(tracking: dict, detection: dict, settings: GateSettings) -> dict:
 
 def export_weights(video_model, path: Path) -> str:
     """Write the shipped file: the full video-model state dict in float16; returns its md5."""
-    from factory_sam3.atomic import atomic_file
+    from factory_sam3.io import atomic_file, file_md5
 
     state = {k: (v.detach().to("cpu").half() if v.is_floating_point() else v.detach().to("cpu")).contiguous().clone()
              for k, v in video_model.state_dict().items()}
     with atomic_file(path, "wb") as handle:
         torch.save(state, handle)
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+    return file_md5(path)

@@ -22,10 +22,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from factory_sam3.atomic import atomic_dir, atomic_file, write_json
+from factory_sam3.io import atomic_dir, atomic_file, write_json
 from factory_sam3.errors import UserError
 from factory_sam3.models.pretrained import REPO_ROOT
-from factory_sam3.params import load_params
+from factory_sam3.config import load as load_params
 
 PRETRAIN = REPO_ROOT / "pretrain"
 PARAMS = PRETRAIN / "params.yaml"

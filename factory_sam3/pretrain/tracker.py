@@ -1,6 +1,6 @@
 """Tracker pretraining on generic clips: SAM3's tracker learns to follow its prompt with memory.
 
-The same forward and losses as Stage 2 (``training.stage2.forward.ClipForward``, SAM2's recipe: focal 20 /
+The same forward and losses as Stage 2 (``training.stage2.model.ClipForward``, SAM2's recipe: focal 20 /
 dice 1 / IoU 1 / object score 1), on clips drawn from ``pretrain.generic``, from random weights, the image trunk
 training with the tracker (as SAM 2 trains its image encoder with its memory modules; the detector heads are then
 trained on this trunk, frozen, so the tracker stays valid): every object visible on a clip's first frame is
@@ -36,7 +36,7 @@ from factory_sam3.models import video as video_models
 from factory_sam3.pretrain import generic
 from factory_sam3.training.stage2 import losses
 from factory_sam3.training.stage2.data import ClipBatch
-from factory_sam3.training.stage2.forward import ClipForward, ForwardOptions
+from factory_sam3.training.stage2.model import ClipForward, ForwardOptions
 
 MIN_PIXELS = 20  # an object smaller than this on the prompt frame is not prompted
 

@@ -57,7 +57,7 @@ def _plot_runs(runs, metric: str, out: Path) -> None:
     import matplotlib.pyplot as plt
     from mlflow.tracking import MlflowClient
 
-    from factory_sam3.atomic import atomic_file
+    from factory_sam3.io import atomic_file
 
     client = MlflowClient(tracking_uri=store.tracking_uri())
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)

@@ -1,7 +1,7 @@
-"""Stage 2 training loop: settings, optimiser, resumable checkpoints, DDP, held-out evaluation, outputs.
+"""Stage 2 training loop: optimiser, resumable checkpoints, DDP, held-out evaluation, outputs.
 
-``run(settings, model_params)`` trains the tracker on YTVIS clips and returns the metrics; the stage CLI
-(stages/train_stage2.py) only parses arguments and calls it.
+``run(settings, model_params)`` trains the tracker on YTVIS clips and returns the metrics; the DVC stage
+(``training.stage2.stage``) loads the settings, calls it and logs the run to MLflow.
 
 - Steps are optimiser steps; each accumulates ``grad_accum`` clips (per process). Clip ``k`` of step ``s`` on
   rank ``r`` is drawn from ``numpy.random.default_rng([seed, s, k, r])`` and torch is reseeded the same way, so a
@@ -33,12 +33,16 @@ import torch.distributed as dist
 from torch import nn
 
 from factory_sam3 import layout
-from factory_sam3.atomic import atomic_dir, atomic_file, write_json
+from factory_sam3.device import resolve_device
 from factory_sam3.errors import UserError
+from factory_sam3.evaluation.metrics import region_similarity
+from factory_sam3.io import atomic_dir, atomic_file, file_md5, write_json
 from factory_sam3.models import video as video_models
+from factory_sam3.training.common import free_port, load_checkpoint, save_checkpoint, seed_torch
 from factory_sam3.training.stage2 import losses
+from factory_sam3.training.stage2.config import Stage2Settings
 from factory_sam3.training.stage2.data import ClipAugment, ClipSampler, Video, collate_clip, load_ytvis
-from factory_sam3.training.stage2.forward import PROMPTS, ClipForward, ForwardOptions
+from factory_sam3.training.stage2.model import ClipForward, ForwardOptions
 
 STAGE = "train_stage2"
 RUNS_DIR = layout.RUNS / STAGE
@@ -46,99 +50,7 @@ CHECKPOINT = "last.pt"
 LOSS_COLUMNS = ["loss", *losses.COMPONENTS]
 
 
-@dataclass
-class Stage2Settings:
-    lr_scale: float = 0.05
-    base_lr: dict = field(default_factory=lambda: {"tiny": 0.02, "sam3": 8.0e-4})
-    steps: int = 100
-    grad_accum: int = 2
-    frames_per_clip: int = 4
-    stride_min: int = 1
-    stride_max: int = 5
-    stride_prob: float = 0.2
-    exit_prob: float = 0.5
-    reverse_prob: float = 0.5
-    max_objects: int = 3
-    prompt_probs: dict = field(default_factory=lambda: {"mask": 1.0})  # params.yaml: masks only (docs/guide_differences.md)
-    num_cond_frames: int = 1
-    correction_clicks: int = 1
-    freeze: list = field(default_factory=lambda: ["detector"])
-    train: list = field(default_factory=lambda: ["tracker", "detector.backbone.vision_backbone.sam2_convs"])
-    resolution: Optional[int] = None
-    weight_decay: float = 0.1
-    warmup_steps: int = 10
-    grad_clip: float = 0.1
-    act_ckpt: bool = False
-    augment: bool = True
-    save_freq: int = 25
-    seed: int = 0
-    num_gpus: int = 1
-    eval_frames: int = 16
-    log_freq: int = 10
-    cpu_threads: int = 1
-
-    @classmethod
-    def from_params(cls, params: dict) -> "Stage2Settings":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise UserError(f"unknown key 'train_stage2.{unknown[0]}' (known: {', '.join(sorted(known))})", "params.yaml")
-        settings = cls(**params)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        def bad(key, problem):
-            raise UserError(f"'train_stage2.{key}' {problem}", "params.yaml")
-
-        for key in ("steps", "grad_accum", "frames_per_clip", "stride_min", "stride_max", "max_objects",
-                    "num_cond_frames", "save_freq", "num_gpus", "eval_frames", "log_freq", "cpu_threads"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                bad(key, f"must be an integer >= 1, got {value!r}")
-        for key in ("correction_clicks", "warmup_steps", "seed"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                bad(key, f"must be an integer >= 0, got {value!r}")
-        if self.frames_per_clip < 2:
-            bad("frames_per_clip", "must be at least 2 (a prompted frame and one to track)")
-        if self.stride_min > self.stride_max:
-            bad("stride_min", f"is larger than stride_max ({self.stride_min} > {self.stride_max})")
-        if self.num_cond_frames >= self.frames_per_clip:
-            bad("num_cond_frames", "must be smaller than frames_per_clip (frames must be left to track)")
-        for key in ("reverse_prob", "stride_prob", "exit_prob"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                bad(key, f"must be a number in [0, 1], got {value!r}")
-        probs = self.prompt_probs
-        if not isinstance(probs, dict) or set(probs) - set(PROMPTS) or not probs:
-            bad("prompt_probs", f"must map some of {', '.join(PROMPTS)} to probabilities")
-        if any(not isinstance(v, (int, float)) or v < 0 for v in probs.values()) or sum(probs.values()) <= 0:
-            bad("prompt_probs", "needs non-negative probabilities with a positive sum")
-        for key in ("lr_scale", "weight_decay", "grad_clip"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                bad(key, f"must be a non-negative number, got {value!r}")
-        if not isinstance(self.base_lr, dict) or not all(isinstance(v, (int, float)) for v in self.base_lr.values()):
-            bad("base_lr", "must map a model profile to a learning rate")
-        for key in ("freeze", "train"):
-            if not isinstance(getattr(self, key), list) or not all(isinstance(p, str) for p in getattr(self, key)):
-                bad(key, "must be a list of parameter-name prefixes")
-        if self.resolution is not None and (isinstance(self.resolution, bool) or not isinstance(self.resolution, int)):
-            bad("resolution", "must be null (Stage 1's) or an integer")
-
-
 # ------------------------------------------------------------------------------------------------ helpers
-
-def resolve_device(device: str) -> str:
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("model.device is 'cuda' but no CUDA device is available", "params.yaml")
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"model.device must be auto, cpu or cuda (got {device!r})", "params.yaml")
-    return device
-
 
 def apply_freeze(model: nn.Module, freeze: list, train: list) -> dict:
     """Longest matching prefix wins: a parameter is trained unless its longest match is in ``freeze``
@@ -174,14 +86,6 @@ def set_train_modes(model: video_models.Sam3VideoModel) -> None:
 
 def trunk_trains(model) -> bool:
     return any(p.requires_grad for p in model.neck.trunk.parameters())
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_key(settings: Stage2Settings, model_params: dict, inputs: list[Path], model_config: Optional[dict] = None) -> str:
@@ -232,13 +136,6 @@ def load_split(data_dir: Path, split: str) -> list[Video]:
 
 # ------------------------------------------------------------------------------------------ held-out IoU
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    if union == 0:
-        return 1.0
-    return float(np.logical_and(a, b).sum() / union)
-
-
 def cross_object_iou(predicted: dict, frames: list[int]) -> float:
     """Mean IoU between the predicted masks of *different* objects on the same frame (pairs where either is
     non-empty). A tracker that follows its prompt gives distinct objects distinct masks (near 0 when they do
@@ -250,7 +147,7 @@ def cross_object_iou(predicted: dict, frames: list[int]) -> float:
             for b in range(a + 1, len(ids)):
                 ma, mb = predicted[ids[a]][f], predicted[ids[b]][f]
                 if ma.any() or mb.any():
-                    scores.append(_iou(ma, mb))
+                    scores.append(region_similarity(ma, mb))
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -283,7 +180,7 @@ def heldout_iou(model, videos: list[Video], max_frames: int) -> dict:
             gt_cross.append(cross_object_iou(truth, after_all_prompts))
         for i, (first, mask) in prompts.items():
             for f, gt in truth[i].items():
-                a, b = _iou(predicted[i][f], gt), _iou(mask, gt)
+                a, b = region_similarity(predicted[i][f], gt), region_similarity(mask, gt)
                 ours_all.append(a)
                 copy_all.append(b)
                 if gt.any():
@@ -319,10 +216,6 @@ class Context:
     on_log: Optional[Callable[[dict], None]] = None  # rank 0, single process: live metrics (MLflow)
 
 
-def _seed_torch(*parts: int) -> None:
-    torch.manual_seed(int(np.random.SeedSequence(list(parts)).generate_state(1)[0]))
-
-
 def _mean_dict(rows: list[dict]) -> dict:
     return {k: (float(np.nanmean(vals)) if not np.all(np.isnan(vals)) else float("nan"))
             for k in rows[0] for vals in [np.array([r[k] for r in rows], dtype=float)]}
@@ -340,26 +233,40 @@ def collapse_warning(history: list[dict], window: int = 20) -> Optional[str]:
     return None
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, history: list, key: str) -> None:
+def save_training_state(path: Path, model, optimizer, scheduler, step: int, history: list, key: str) -> None:
+    """What resumes a run: the trained weights (trainable + tracker), optimiser, schedule, history."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k in saved_keys(model)}
+    save_checkpoint({"key": key, "step": step, "model": state, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "history": history}, path)
+
+
+def saved_keys(model) -> set[str]:
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k in trainable or k.startswith("tracker.")}
-    payload = {"key": key, "step": step, "model": state, "optimizer": optimizer.state_dict(),
-               "scheduler": scheduler.state_dict(), "history": history}
-    with atomic_file(path, "wb") as handle:
-        torch.save(payload, handle)
+    return {k for k in model.state_dict() if k in trainable or k.startswith("tracker.")}
 
 
-def load_checkpoint(path: Path, key: str) -> Optional[dict]:
+def load_training_state(path: Path, key: str) -> Optional[dict]:
+    """The run's checkpoint, or None when there is none (a fresh start). An unreadable file is an error
+    (``training.common.load_checkpoint``); one of another configuration cannot be here (``key`` names the folder)
+    but is refused all the same."""
     if not path.is_file():
         return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        print(f"{STAGE}: ignoring unreadable checkpoint {path} ({err})", file=sys.stderr)
-        return None
-    if payload.get("key") != key:
-        return None
+    payload = load_checkpoint(path)
+    if not isinstance(payload, dict) or payload.get("key") != key:
+        raise UserError(f"checkpoint of another run (key {payload.get('key') if isinstance(payload, dict) else '?'}, "
+                        f"expected {key}); delete it to start this run over", path)
     return payload
+
+
+def restore_weights(model, state: dict, path: Path) -> None:
+    """Load a checkpoint's weights: exactly the keys ``save_training_state`` wrote, nothing unexpected."""
+    expected = saved_keys(model)
+    result = model.load_state_dict(state, strict=False)
+    missing = sorted(expected & set(result.missing_keys))
+    if result.unexpected_keys or missing:
+        problem = (f"unexpected weights {result.unexpected_keys[:3]}" if result.unexpected_keys
+                   else f"missing weights {missing[:3]}")
+        raise UserError(f"checkpoint does not fit the model ({problem}); delete it to start this run over", path)
 
 
 def prepare_model(ctx: Context) -> tuple[video_models.Sam3VideoModel, dict]:
@@ -414,7 +321,13 @@ def _train(ctx: Context) -> Optional[dict]:
     train_videos = load_split(ctx.data_dir, "train")
     if not train_videos:
         raise UserError("no training videos (expected train/annotations.json)", ctx.data_dir)
-    heldout = load_split(ctx.data_dir, "valid") or load_split(ctx.data_dir, "test")
+    heldout, heldout_split = load_split(ctx.data_dir, "valid"), "valid"
+    if not heldout:  # say so: the held-out numbers then come from the test split evaluate also scores
+        heldout, heldout_split = load_split(ctx.data_dir, "test"), "test"
+        if is_main:
+            print(f"{STAGE}: warning: no validation videos in {ctx.data_dir / 'valid'}; the held-out IoU is "
+                  f"measured on the test split{'' if heldout else ' (empty too: no held-out IoU)'}",
+                  file=sys.stderr, flush=True)
     sampler = ClipSampler(train_videos, frames_per_clip=settings.frames_per_clip, stride_min=settings.stride_min,
                           stride_max=settings.stride_max, reverse_prob=settings.reverse_prob,
                           max_objects=settings.max_objects, stride_prob=settings.stride_prob,
@@ -443,9 +356,9 @@ def _train(ctx: Context) -> Optional[dict]:
 
     history: list[dict] = []
     start_step = 0
-    resumed = load_checkpoint(ckpt_path, key)
+    resumed = load_training_state(ckpt_path, key)
     if resumed is not None:
-        model.load_state_dict(resumed["model"], strict=False)
+        restore_weights(model, resumed["model"], ckpt_path)
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
         history = list(resumed["history"])
@@ -461,7 +374,7 @@ def _train(ctx: Context) -> Optional[dict]:
         rows = []
         for micro in range(settings.grad_accum):
             rng = np.random.default_rng([settings.seed, step, micro, rank])
-            _seed_torch(settings.seed, step, micro, rank)
+            seed_torch(settings.seed, step, micro, rank)
             batch = collate_clip(sampler.sample(rng), model.image_size, augment, rng).to(device)
             sync = micro == settings.grad_accum - 1 or ctx.world_size == 1
             context = module.no_sync() if (ctx.world_size > 1 and not sync) else _null()
@@ -488,7 +401,7 @@ def _train(ctx: Context) -> Optional[dict]:
             print(f"{STAGE}: step {done}/{settings.steps}  loss {row['loss']:.4f}  {rate:.2f} s/step  "
                   f"ETA {int(eta) // 60}:{int(eta) % 60:02d}", file=sys.stderr, flush=True)
         if is_main and (done % settings.save_freq == 0 or done == settings.steps):
-            save_checkpoint(ckpt_path, model, optimizer, scheduler, done, history, key)
+            save_training_state(ckpt_path, model, optimizer, scheduler, done, history, key)
     if not is_main:
         return None
     warning = collapse_warning(history)
@@ -515,7 +428,7 @@ def _train(ctx: Context) -> Optional[dict]:
                                                                   for r in history[-20:]])["v"]) if history else None,
         "collapse_warning": warning,
         "heldout": None if after is None else {
-            **after, "iou_before_training": None if before is None else before["iou"],
+            **after, "iou_before_training": None if before is None else before["iou"], "split": heldout_split,
         },
         "trainable_params": report["trainable"],
         "frozen_params": report["frozen"],
@@ -530,14 +443,6 @@ class _null:
 
     def __exit__(self, *exc):
         return False
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _spawn_entry(rank: int, ctx: Context, port: int) -> None:
@@ -563,7 +468,7 @@ def run(settings: Stage2Settings, model_params: dict, data_dir: Path = layout.YT
     if settings.num_gpus > 1:
         import torch.multiprocessing as mp
 
-        mp.spawn(_spawn_entry, args=(ctx, _free_port()), nprocs=settings.num_gpus, join=True)
+        mp.spawn(_spawn_entry, args=(ctx, free_port()), nprocs=settings.num_gpus, join=True)
         return json.loads(Path(metrics_file).read_text())
     result = train_worker(0, ctx)
     write_outputs(result, ctx)

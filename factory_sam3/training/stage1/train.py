@@ -1,7 +1,7 @@
 """Stage 1 launcher: run sam3's own Trainer on the composed config, resumably, then export the model.
 
-    from factory_sam3.training.stage1 import train_stage1
-    result = train_stage1(settings)            # Stage1Settings.from_params(load_params())
+    from factory_sam3.training.stage1.train import train
+    result = train(settings)                   # Stage1Settings.from_params(config.load())
 
 Layout:
   runs/train_stage1/<config hash>/   scratch that survives `dvc repro` deleting the outs:
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,9 @@ from typing import Any
 
 from factory_sam3 import layout
 from factory_sam3.errors import UserError
-from factory_sam3.training.stage1_config import (
-    RUNS_DIR,
-    Stage1Settings,
-    compose,
-    config_hash,
-    register_resolvers,
-    resolve_device,
-)
+from factory_sam3.device import resolve_device
+from factory_sam3.training.common import free_port, save_checkpoint
+from factory_sam3.training.stage1.config import RUNS_DIR, Stage1Settings, compose, config_hash, register_resolvers
 
 EXPORT_MODEL = "model.pt"
 EXPORT_CONFIG = "config.yaml"
@@ -61,36 +55,18 @@ class Stage1Result:
 def _trainer_class():
     from sam3.train.trainer import Trainer
 
-    class Stage1Trainer(Trainer):
+    class AtomicCheckpointTrainer(Trainer):
         """sam3's Trainer with a truly atomic checkpoint write: upstream removes the old checkpoint before
         renaming the new one into place, so a kill in between leaves no checkpoint.pt to resume from."""
 
         def _save_checkpoint(self, checkpoint, checkpoint_path):
-            save_atomically(checkpoint, checkpoint_path)
+            save_checkpoint(checkpoint, checkpoint_path)
 
-    return Stage1Trainer
-
-
-def save_atomically(obj, path) -> None:
-    import torch
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)  # the previous checkpoint stays valid until this instant
+    return AtomicCheckpointTrainer
 
 
-def Stage1Trainer(**kwargs):  # noqa: N802 - Hydra target; the class is built lazily (importing sam3 is slow)
+def make_trainer(**kwargs):  # the Hydra target; the class is built lazily (importing sam3 is slow)
     return _trainer_class()(**kwargs)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
 
 
 def _run_trainer(rank: int, world_size: int, port: int, cfg_container: dict) -> None:
@@ -161,8 +137,8 @@ def submit_slurm(cfg, settings: Stage1Settings):
         extra["qos"] = sub.qos
     kwargs = dict(
         timeout_min=60 * int(sub.timeout_hour), name="train_stage1", slurm_partition=sub.partition,
-        gpus_per_node=settings.num_gpus, tasks_per_node=settings.num_gpus, cpus_per_task=int(sub.cpus_per_task),
-        nodes=settings.num_nodes, slurm_additional_parameters=extra,
+        gpus_per_node=settings.train.num_gpus, tasks_per_node=settings.train.num_gpus, cpus_per_task=int(sub.cpus_per_task),
+        nodes=settings.train.num_nodes, slurm_additional_parameters=extra,
     )
     if sub.mem_gb:
         kwargs["mem_gb"] = int(sub.mem_gb)
@@ -178,20 +154,20 @@ def run_dir_for(cfg, settings: Stage1Settings, runs_dir: Path = RUNS_DIR) -> Pat
 def prepare(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int | None = None):
     """Compose + check everything that can fail before training (checkpoint, data, sizes)."""
     # SLURM jobs run on GPU nodes: "auto" must not resolve to the submitting host's CPU
-    device = "cuda" if settings.use_cluster and settings.device == "auto" else resolve_device(settings.device)
+    device = "cuda" if settings.train.use_cluster and settings.model.device == "auto" else resolve_device(settings.model.device)
     if world_size is None:
-        world_size = settings.num_gpus * (settings.num_nodes if settings.use_cluster else 1)
-    if device == "cuda" and not settings.use_cluster:
+        world_size = settings.train.num_gpus * (settings.train.num_nodes if settings.train.use_cluster else 1)
+    if device == "cuda" and not settings.train.use_cluster:
         import torch
 
-        if settings.num_gpus > torch.cuda.device_count():
-            raise UserError(f"train_stage1.num_gpus is {settings.num_gpus} but {torch.cuda.device_count()} "
+        if settings.train.num_gpus > torch.cuda.device_count():
+            raise UserError(f"train_stage1.num_gpus is {settings.train.num_gpus} but {torch.cuda.device_count()} "
                             "GPU(s) are visible", "params.yaml")
     checkpoint = None
-    if settings.profile == "sam3":
+    if settings.model.profile == "sam3":
         from factory_sam3.models.build import load_state_dict_file, resolve_checkpoint
 
-        path = resolve_checkpoint(settings.checkpoint)
+        path = resolve_checkpoint(settings.model.checkpoint)
         load_state_dict_file(path)  # unreadable files fail now, not after minutes of setup
         checkpoint = str(path.resolve())
     elif settings.tiny_init:
@@ -215,15 +191,15 @@ def train(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int |
     (run_dir / EXPORT_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     container = OmegaConf.to_container(cfg, resolve=True)
     start = time.monotonic()
-    if settings.use_cluster:
+    if settings.train.use_cluster:
         job = submit_slurm(cfg, settings)
         kind = "SLURM" if type(job).__name__.startswith("Slurm") else "local (no SLURM here)"
         print(f"train_stage1: submitted {kind} job {job.job_id}; waiting for it (logs: {run_dir}/submitit_logs)")
         job.result()
     elif world_size == 1:
-        _run_trainer(0, 1, _free_port(), container)
+        _run_trainer(0, 1, free_port(), container)
     else:
-        mp.start_processes(_run_trainer, args=(world_size, _free_port(), container), nprocs=world_size,
+        mp.start_processes(_run_trainer, args=(world_size, free_port(), container), nprocs=world_size,
                            start_method="spawn")
     seconds = time.monotonic() - start
     return collect(cfg, run_dir, seconds)
@@ -250,7 +226,7 @@ def read_val_stats(run_dir: Path) -> list[dict]:
 def collect(cfg, run_dir: Path, seconds: float) -> Stage1Result:
     import torch
 
-    from factory_sam3.training.stage1_logging import read_steps
+    from factory_sam3.training.stage1.step_log import read_steps
 
     checkpoint = Path(run_dir) / "checkpoints" / "checkpoint.pt"
     if not checkpoint.is_file():
@@ -273,7 +249,7 @@ def export(result: Stage1Result, out_dir: Path) -> Path:
     """Write models/stage1 atomically (see the module docstring for the layout)."""
     from omegaconf import OmegaConf
 
-    from factory_sam3.atomic import atomic_dir, write_json
+    from factory_sam3.io import atomic_dir, write_json
     from factory_sam3.models.export import save_detector_state
 
     cfg = result.config

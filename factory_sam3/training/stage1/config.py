@@ -12,137 +12,116 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from factory_sam3 import layout
+from factory_sam3 import config, layout
+from factory_sam3.config import PARAMS_FILE, Invalid, ModelParams
 from factory_sam3.errors import UserError
+from factory_sam3.io import file_md5
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "stage1"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CONFIG_DIR = REPO_ROOT / "configs" / "stage1"
+REPO_PARAMS = REPO_ROOT / "params.yaml"
 CONFIG_NAME = "train"
 RUNS_DIR = layout.RUNS / "train_stage1"
-PARAMS_FILE = "params.yaml"
 
 
-@dataclass
+@dataclass(frozen=True)
+class TrainStage1Params:
+    """The `train_stage1` section of params.yaml (values and comments there; no defaults here)."""
+
+    lr_scale: float
+    epochs: int
+    resolution: int | None       # None: the profile's (tiny 224, sam3 1008)
+    batch_size: int
+    gradient_accumulation: int
+    num_workers: int
+    val_freq: int
+    save_freq: int
+    seed: int
+    freeze: list[str]
+    include_negatives: bool
+    mask_loss: bool
+    max_ann_per_img: int
+    min_resize: int
+    scheduler_warmup: int
+    scheduler_cooldown: int
+    scheduler_timescale: int
+    log_freq: int
+    cpu_threads: int
+    num_gpus: int
+    use_cluster: bool
+    num_nodes: int
+    partition: str | None
+    account: str | None
+    qos: str | None
+    timeout_hour: int
+    cpus_per_task: int
+    mem_gb: int | None
+
+    def check(self) -> None:
+        if self.lr_scale <= 0:
+            raise Invalid("lr_scale", f"must be a positive number (got {self.lr_scale!r})")
+        for key in ("epochs", "batch_size", "gradient_accumulation", "val_freq", "save_freq", "num_gpus",
+                    "num_nodes", "log_freq", "timeout_hour", "cpus_per_task", "max_ann_per_img"):
+            if getattr(self, key) < 1:
+                raise Invalid(key, f"must be >= 1 (got {getattr(self, key)})")
+        if self.cpu_threads < 0:
+            raise Invalid("cpu_threads", "must be >= 0 (0 = torch's default)")
+        if self.num_workers < 0:
+            raise Invalid("num_workers", "must be >= 0")
+        if self.resolution is not None and self.resolution < 56:
+            raise Invalid("resolution", f"must be null (profile default) or an integer >= 56 (got {self.resolution!r})")
+
+
+# hydra `params.*` keys (configs/stage1/train.yaml); the other train_stage1 keys are launcher settings
+HYDRA_KEYS = (
+    "lr_scale", "epochs", "resolution", "batch_size", "gradient_accumulation", "num_workers", "val_freq",
+    "seed", "save_freq", "freeze", "include_negatives", "mask_loss", "max_ann_per_img", "min_resize",
+    "scheduler_warmup", "scheduler_cooldown", "scheduler_timescale", "log_freq",
+)
+
+
+@dataclass(frozen=True)
 class Stage1Settings:
-    """Everything params.yaml controls for Stage 1 (defaults = the guide's, scaled for the tiny CPU run
-    where noted in params.yaml)."""
+    """One Stage 1 run: the two params.yaml sections it reads, and what the launcher is told besides (the data
+    folder; pretraining also passes its own base learning rates and starting checkpoint)."""
 
-    profile: str = "tiny"
-    checkpoint: str | None = None
-    device: str = "auto"
-    lr_scale: float = 0.1
-    epochs: int = 40
-    resolution: int | None = None
-    batch_size: int = 1
-    gradient_accumulation: int = 1
-    num_workers: int = 0
-    val_freq: int = 10
-    seed: int = 123
-    save_freq: int = 10
-    freeze: list[str] = field(default_factory=list)
-    include_negatives: bool = True
-    mask_loss: bool = True
-    max_ann_per_img: int = 200
-    min_resize: int = 480
-    scheduler_warmup: int = 20
-    scheduler_cooldown: int = 20
-    scheduler_timescale: int = 20
-    log_freq: int = 10
-    cpu_threads: int = 1          # torch threads per CPU training process (0 = torch's default)
-    num_gpus: int = 1
-    num_nodes: int = 1
-    use_cluster: bool = False
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    timeout_hour: int = 72
-    cpus_per_task: int = 4
-    mem_gb: int | None = None
-    base_lr: dict | None = None   # overrides the profile's base LRs (transformer, vision_backbone, language_backbone)
-    tiny_init: str | None = None  # tiny only: start from this checkpoint instead of the shipped weights (pretraining)
+    model: ModelParams
+    train: TrainStage1Params
     data_root: str = str(layout.COCO)
     train_split: str = "train"
     val_split: str = "valid"
-
-    # params.yaml keys that belong to the `model` section
-    MODEL_KEYS = ("profile", "checkpoint", "device")
-    # hydra `params.*` keys (the rest are launcher settings)
-    HYDRA_KEYS = (
-        "lr_scale", "epochs", "resolution", "batch_size", "gradient_accumulation", "num_workers", "val_freq",
-        "seed", "save_freq", "freeze", "include_negatives", "mask_loss", "max_ann_per_img", "min_resize",
-        "scheduler_warmup", "scheduler_cooldown", "scheduler_timescale", "log_freq",
-    )
+    base_lr: dict[str, float] | None = None  # overrides the profile's (transformer, vision_backbone, language_backbone)
+    tiny_init: str | None = None             # tiny only: start from this checkpoint instead of the shipped weights
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], params_file: str | os.PathLike = PARAMS_FILE) -> "Stage1Settings":
-        model = params.get("model") or {}
-        train = params.get("train_stage1")
-        if not isinstance(train, dict):
-            raise UserError("missing section 'train_stage1'", params_file)
-        known = {f for f in cls.__dataclass_fields__}
-        values: dict[str, Any] = {}
-        for key in cls.MODEL_KEYS:
-            if key in model:
-                values[key] = model[key]
-        for key, value in train.items():
-            if key not in known or key in cls.MODEL_KEYS:
-                raise UserError(f"unknown key 'train_stage1.{key}'", params_file)
-            values[key] = value
-        settings = cls(**values)
-        settings.check(params_file)
-        return settings
-
-    def check(self, params_file: str | os.PathLike = PARAMS_FILE) -> None:
-        def bad(key: str, problem: str):
-            section = "model" if key in self.MODEL_KEYS else "train_stage1"
-            raise UserError(f"'{section}.{key}' {problem}", params_file)
-
-        defaults = Stage1Settings()
-        for key in self.__dataclass_fields__:
-            value, default = getattr(self, key), getattr(defaults, key)
-            if isinstance(default, bool) and not isinstance(value, bool):
-                bad(key, f"must be true or false (got {value!r})")
-            if isinstance(default, int) and not isinstance(default, bool) and key != "resolution":
-                if not isinstance(value, int) or isinstance(value, bool):
-                    bad(key, f"must be an integer (got {value!r})")
-        if self.profile not in ("tiny", "sam3"):
-            bad("profile", f"must be tiny or sam3 (got {self.profile!r})")
-        if self.device not in ("auto", "cpu", "cuda"):
-            bad("device", f"must be auto, cpu or cuda (got {self.device!r})")
-        if not isinstance(self.lr_scale, (int, float)) or isinstance(self.lr_scale, bool) or self.lr_scale <= 0:
-            bad("lr_scale", f"must be a positive number (got {self.lr_scale!r})")
-        for key in ("epochs", "batch_size", "gradient_accumulation", "val_freq", "save_freq", "num_gpus",
-                    "num_nodes", "log_freq", "timeout_hour", "cpus_per_task"):
-            if getattr(self, key) < 1:
-                bad(key, f"must be >= 1 (got {getattr(self, key)})")
-        if self.cpu_threads < 0:
-            bad("cpu_threads", "must be >= 0 (0 = torch's default)")
-        if self.num_workers < 0:
-            bad("num_workers", "must be >= 0")
-        if self.resolution is not None and (not isinstance(self.resolution, int) or self.resolution < 56):
-            bad("resolution", f"must be null (profile default) or an integer >= 56 (got {self.resolution!r})")
-        if not isinstance(self.freeze, list) or not all(isinstance(p, str) for p in self.freeze):
-            bad("freeze", "must be a list of module prefixes, e.g. [backbone.language_backbone]")
+    def from_params(cls, params: Mapping[str, Any], params_file: str | os.PathLike = PARAMS_FILE,
+                    **launcher: Any) -> Stage1Settings:
+        """From the whole params file's mapping: ``model`` and ``train_stage1`` typed and checked."""
+        sections = {}
+        for name, section_cls in (("model", ModelParams), ("train_stage1", TrainStage1Params)):
+            if not isinstance(params.get(name), Mapping):
+                raise UserError(f"missing section '{name}'", params_file)
+            sections[name] = config.from_mapping(section_cls, params[name], name, params_file)
+        return cls(sections["model"], sections["train_stage1"], **launcher)
 
     @property
     def hydra_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.HYDRA_KEYS}
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: getattr(self.train, k) for k in HYDRA_KEYS}
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("model.device is 'cuda' but no CUDA GPU is visible (use auto or cpu)", PARAMS_FILE)
-    return device
+def settings_with(model: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None,
+                  params_file: str | os.PathLike = REPO_PARAMS, **launcher: Any) -> Stage1Settings:
+    """A params file's ``model`` and ``train_stage1`` sections with some keys replaced: how tests, benchmarks and
+    pretraining describe a run (every other value is params.yaml's, checked as the stage checks it)."""
+    params = config.load(params_file)
+    params["model"] = {**(params.get("model") or {}), **(model or {})}
+    params["train_stage1"] = {**(params.get("train_stage1") or {}), **(train or {})}
+    return Stage1Settings.from_params(params, params_file, **launcher)
 
 
 def read_coco(ann_file: Path) -> dict:
@@ -197,7 +176,7 @@ def compose(settings: Stage1Settings, device: str, world_size: int, run_dir: Pat
     from factory_sam3.models.sam3_compat import device_settings
 
     register_resolvers()
-    overrides = [f"profile={settings.profile}"]
+    overrides = [f"profile={settings.model.profile}"]
     for group, value in (settings.base_lr or {}).items():
         overrides.append(f"profile.base_lr.{group}={float(value)}")
     for key, value in settings.hydra_params.items():
@@ -209,36 +188,36 @@ def compose(settings: Stage1Settings, device: str, world_size: int, run_dir: Pat
     train_ann = data_root / settings.train_split / layout.COCO_ANNOTATIONS
     train = read_coco(train_ann)
     read_coco(data_root / settings.val_split / layout.COCO_ANNOTATIONS)
-    resolution = settings.resolution or int(cfg.profile.resolution)
-    per_epoch = steps_per_epoch(len(train["images"]), world_size, settings.batch_size,
-                                settings.gradient_accumulation, train_ann)
+    resolution = settings.train.resolution or int(cfg.profile.resolution)
+    per_epoch = steps_per_epoch(len(train["images"]), world_size, settings.train.batch_size,
+                                settings.train.gradient_accumulation, train_ann)
     with open_dict(cfg):
         run = cfg.run
         run.data_root = str(data_root)
         run.train_split = settings.train_split
         run.val_split = settings.val_split
         run.resolution = resolution
-        run.resize_sizes = resize_sizes(resolution, settings.min_resize)
-        run.total_steps = per_epoch * settings.epochs
+        run.resize_sizes = resize_sizes(resolution, settings.train.min_resize)
+        run.total_steps = per_epoch * settings.train.epochs
         run.checkpoint = checkpoint
         for key, value in device_settings(device).items():
             run[key] = value
-        run.cpu_threads = settings.cpu_threads if device == "cpu" else 0
+        run.cpu_threads = settings.train.cpu_threads if device == "cpu" else 0
         if run_dir is not None:
             run.run_dir = str(run_dir)
-        if settings.gradient_accumulation > 1:
+        if settings.train.gradient_accumulation > 1:
             # the Trainer expects a list of `gradient_accumulation` batches per step
             cfg.scratch.collate_fn._target_ = "sam3.train.data.collator.collate_fn_api_with_chunking"
-            cfg.scratch.collate_fn.num_chunks = settings.gradient_accumulation
-        if settings.mask_loss:
+            cfg.scratch.collate_fn.num_chunks = settings.train.gradient_accumulation
+        if settings.train.mask_loss:
             cfg.scratch.loss.loss_fns_find.append(cfg.scratch.mask_loss)
             cfg.scratch.loss.loss_fn_semantic_seg = cfg.scratch.semantic_loss
         cfg.launcher.gpus_per_node = world_size if device == "cuda" or world_size > 1 else 1
-        cfg.launcher.num_nodes = settings.num_nodes
+        cfg.launcher.num_nodes = settings.train.num_nodes
         sub = cfg.submitit
-        sub.use_cluster = settings.use_cluster
-        sub.partition, sub.account, sub.qos = settings.partition, settings.account, settings.qos
-        sub.timeout_hour, sub.cpus_per_task, sub.mem_gb = settings.timeout_hour, settings.cpus_per_task, settings.mem_gb
+        sub.use_cluster = settings.train.use_cluster
+        sub.partition, sub.account, sub.qos = settings.train.partition, settings.train.account, settings.train.qos
+        sub.timeout_hour, sub.cpus_per_task, sub.mem_gb = settings.train.timeout_hour, settings.train.cpus_per_task, settings.train.mem_gb
     OmegaConf.resolve(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))  # fail early on bad values
     return cfg
 
@@ -254,7 +233,7 @@ def model_definition(profile: str) -> dict:
 
     start = "random"
     if pretrained.TINY_WEIGHTS.is_file() and not pretrained.use_random_init():
-        start = hashlib.md5(pretrained.TINY_WEIGHTS.read_bytes()).hexdigest()
+        start = file_md5(pretrained.TINY_WEIGHTS)
     return {"tiny": asdict(TINY_CONFIG), "starting_weights": start}
 
 

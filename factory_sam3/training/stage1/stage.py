@@ -1,20 +1,32 @@
-"""The train_stage1 DVC stage: train (resumably), export models/stage1, write metrics + plot, log MLflow."""
+"""train_stage1: fine-tune SAM3's image model on data/coco with sam3's own Trainer (Stage 1, spatial).
+
+Reads data/coco/{train,valid} and the `model` + `train_stage1` sections of params.yaml; composes the
+Hydra config in configs/stage1 (profile tiny: small SAM3 on CPU; sam3: full size on GPU); trains,
+resuming from runs/train_stage1/<config hash>/checkpoints/ after an interrupted run; writes
+models/stage1/ (model.pt in sam3's builder key layout + config.yaml + stage1.json),
+metrics/train_stage1.json and plots/train_stage1_loss.csv, and logs the run to MLflow (params as
+`train_stage1.<key>` and `model.<key>`, per-step losses, validation AP, the exported model).
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import re
+import sys
 from pathlib import Path
 from statistics import mean, median
 from typing import Any
 
 from factory_sam3 import layout
-from factory_sam3.atomic import atomic_file, write_json
-from factory_sam3.params import load_params
+from factory_sam3.io import atomic_file, write_json
+from factory_sam3.config import PARAMS_FILE, as_params_dict
+from factory_sam3.config import load as load_params
+from factory_sam3.errors import cli_entry
 from factory_sam3.training import require_validated
-from factory_sam3.training.stage1 import EXPORT_CONFIG, VAL_AP_KEY, Stage1Result, export, train
-from factory_sam3.training.stage1_config import RUNS_DIR, Stage1Settings
+from factory_sam3.training.stage1.config import RUNS_DIR, Stage1Settings
+from factory_sam3.training.stage1.train import EXPORT_CONFIG, VAL_AP_KEY, Stage1Result, export, train
 
 OUT_DIR = layout.MODELS / "stage1"
 METRICS_FILE = layout.METRICS / "train_stage1.json"
@@ -45,7 +57,7 @@ def seconds_per_step(rows: list[dict[str, float]], column: str) -> float | None:
 def build_metrics(result: Stage1Result, settings: Stage1Settings, num_params: int | None) -> dict[str, Any]:
     rows = result.step_rows
     metrics: dict[str, Any] = {
-        "profile": settings.profile,
+        "profile": settings.model.profile,
         "epochs": result.epochs,
         "steps": result.steps,
         "seconds": round(result.seconds, 1),  # this invocation (a resumed run only counts what it redid)
@@ -58,6 +70,9 @@ def build_metrics(result: Stage1Result, settings: Stage1Settings, num_params: in
     if rows:
         metrics["final_losses"] = {k: round(v, 5) for k, v in rows[-1].items() if k in PLOT_COMPONENTS}
     val = result.val
+    if val and VAL_AP_KEY not in val:  # upstream renamed its key: say so rather than report a silent null
+        print(f"train_stage1: warning: the validation stats have no '{VAL_AP_KEY}' (keys: {', '.join(sorted(val))});"
+              " val_segm_AP is null", file=sys.stderr)
     metrics["val_segm_AP"] = val.get(VAL_AP_KEY)
     metrics["val_segm_AP50"] = val.get(VAL_AP_KEY + "_50")
     metrics["val_epoch"] = val.get("epoch")
@@ -85,18 +100,16 @@ def metric_name(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-. /:]", "_", name)
 
 
-def log_mlflow(settings: Stage1Settings, result: Stage1Result, metrics: dict, experiment: str | None) -> None:
-    from omegaconf import OmegaConf
-
+def log_mlflow(params: dict[str, Any], settings: Stage1Settings, result: Stage1Result, metrics: dict) -> None:
+    """Params as every stage logs them, ``<section>.<key>`` of params.yaml (``train_stage1.lr_scale``), plus the
+    hash of the composed Hydra config (the run folder's name)."""
     from factory_sam3.tracking import record_model, stage_run
 
-    cfg = result.config
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    params = {"settings": settings.as_dict(),
-              "config": {k: resolved[k] for k in ("params", "run", "profile")},
+    logged = {**as_params_dict("train_stage1", settings.train), **as_params_dict("model", settings.model),
               "config_hash": result.run_dir.name}
-    with stage_run("train_stage1", params=params, experiment=experiment,
-                   tags={"profile": settings.profile, "run_dir": str(result.run_dir)}) as run:
+    experiment = (params.get("mlflow") or {}).get("experiment")
+    with stage_run("train_stage1", params=logged, experiment=experiment,
+                   tags={"profile": settings.model.profile, "run_dir": str(result.run_dir)}) as run:
         for row in result.step_rows:
             step = int(row["step"])
             run.log_metrics({f"train/{k}": v for k, v in row.items() if k == "loss" or k in PLOT_COMPONENTS},
@@ -111,7 +124,8 @@ def log_mlflow(settings: Stage1Settings, result: Stage1Result, metrics: dict, ex
         record_model(run, "stage1-model")  # DVC artifact <-> MLflow run + registry version
 
 
-def run_stage(params_path: str | os.PathLike = "params.yaml", runs_dir: Path = RUNS_DIR) -> dict[str, Any]:
+def run(params_path: str | os.PathLike = PARAMS_FILE, runs_dir: Path = RUNS_DIR) -> dict[str, Any]:
+    """Train, export, write metrics and plot, log to MLflow; returns the metrics."""
     require_validated()
     params = load_params(params_path)
     settings = Stage1Settings.from_params(params, params_path)
@@ -120,10 +134,17 @@ def run_stage(params_path: str | os.PathLike = "params.yaml", runs_dir: Path = R
     metrics = build_metrics(result, settings, count_params(OUT_DIR))
     write_plot(result.step_rows)
     write_json(METRICS_FILE, metrics)
-    experiment = (params.get("mlflow") or {}).get("experiment")
-    log_mlflow(settings, result, metrics, experiment)
+    log_mlflow(params, settings, result, metrics)
     ap = metrics.get("val_segm_AP")
     print(f"train_stage1: {metrics['steps']} steps, loss {metrics.get('loss_first10_mean', float('nan')):.2f} -> "
           f"{metrics.get('loss_last10_mean', float('nan')):.2f} (first/last 10), val segm AP "
           f"{ap if ap is None else round(ap, 4)}; model in {OUT_DIR}/")
     return metrics
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="train_stage1", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: %(default)s)")
+    run(parser.parse_args(argv).params)

@@ -1,0 +1,37 @@
+"""Which device runs a model: one rule for training, evaluation and predict.
+
+``auto`` (or ``None``) is the GPU when one is visible, else the CPU; ``cpu``; ``cuda`` or ``cuda:N``, a clear
+error naming the params key when no GPU is visible; anything else is an error too.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from factory_sam3.config import PARAMS_FILE
+from factory_sam3.errors import UserError
+
+
+def resolve_device(requested: str | None, key: str = "model.device",
+                   params_file: str | os.PathLike = PARAMS_FILE) -> str:
+    import torch
+
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested != "cpu" and requested != "cuda" and not requested.startswith("cuda:"):
+        raise UserError(f"'{key}' must be auto, cpu, cuda or cuda:N (got {requested!r})", params_file)
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"'{key}' is {requested!r} but no CUDA GPU is visible here (use auto or cpu)", params_file)
+    return requested
+
+
+def device_name(device: str) -> str:
+    """What ran the model, for the speed numbers: the GPU's name, or the CPU and its thread count."""
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    cpu = platform.processor() or platform.machine()
+    return f"cpu ({cpu}, {torch.get_num_threads()} threads)"
