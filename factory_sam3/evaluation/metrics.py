@@ -4,6 +4,8 @@ and YTVIS video mAP through sam3's own evaluator.
 Conventions (DAVIS 2017 semi-supervised benchmark, davis2017-evaluation):
 - J is the region similarity, the IoU of predicted and ground-truth masks; a frame where both are
   empty scores 1 (nothing to find, nothing predicted), anything predicted where the object is absent 0.
+  ``region_similarity`` is the package's one mask IoU, with this one empty-mask rule: evaluation, Stage 2's
+  held-out and cross-object IoU, pretraining's gate and VIS's detection matching all use it.
 - F is the boundary F-measure: the one-pixel boundaries of both masks are matched within a tolerance
   of ``0.008 x image diagonal`` pixels (ceil), precision = matched predicted boundary / predicted
   boundary, recall = matched true boundary / true boundary, F = 2PR / (P + R); both boundaries empty

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from factory_sam3.evaluation.metrics import region_similarity
 from factory_sam3.formats.rle import mask_to_rle
 
 Detect = Callable[[np.ndarray, Sequence[str]], Sequence[Mapping[str, Any]]]
@@ -117,11 +118,6 @@ def tracker_session(track: Any, num_frames: int | None = None) -> TrackerSession
     return FunctionTrackerSession(track)
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
-
-
 def keyframe_detections(detect: Detect, frame: np.ndarray, class_names: Sequence[str],
                         settings: VisSettings) -> list[dict]:
     """The detector's objects on one frame: above ``min_score``, non-empty, one per object (best score)."""
@@ -134,7 +130,7 @@ def keyframe_detections(detect: Detect, frame: np.ndarray, class_names: Sequence
     found.sort(key=lambda d: -d["score"])
     kept: list[dict] = []
     for det in found:
-        if all(mask_iou(det["mask"], k["mask"]) < settings.match_iou for k in kept):
+        if all(region_similarity(det["mask"], k["mask"]) < settings.match_iou for k in kept):
             kept.append(det)
     return kept
 
@@ -153,7 +149,7 @@ def segment_video(frames: Iterable[np.ndarray], detect: Detect, session: Tracker
             matched: set[int] = set()
             unmatched = []
             for det in detections:
-                candidates = [(mask_iou(det["mask"], masks[obj]), obj) for obj in live
+                candidates = [(region_similarity(det["mask"], masks[obj]), obj) for obj in live
                               if obj not in matched and tracks[obj].category == det["category"]]
                 best_iou, best = max(candidates, default=(0.0, None), key=lambda c: c[0])
                 if best is not None and best_iou >= settings.match_iou:
@@ -174,7 +170,7 @@ def segment_video(frames: Iterable[np.ndarray], detect: Detect, session: Tracker
             for det in unmatched:
                 if len(tracks) >= settings.max_tracks:
                     break
-                if any(mask_iou(det["mask"], m) >= settings.match_iou for m in masks.values()):
+                if any(region_similarity(det["mask"], m) >= settings.match_iou for m in masks.values()):
                     continue  # an object already tracked here (under another class or unmatched)
                 obj = len(tracks) + 1
                 tracks[obj] = Track(obj, det["category"], t, [det["score"]])
@@ -251,10 +247,12 @@ def calibrate_min_score(detect: Detect, samples: Iterable[tuple[np.ndarray, Sequ
         taken: set[int] = set()
         for det in dets:
             mask = np.asarray(det["mask"], bool)
+            if not mask.any():
+                continue  # an empty mask finds nothing (and would match an empty one at IoU 1)
             best, best_iou = None, match_iou
             for i, (name, gt) in enumerate(objects):
                 if i not in taken and name == det["category"]:
-                    iou = mask_iou(mask, gt)
+                    iou = region_similarity(mask, gt)
                     if iou >= best_iou:
                         best, best_iou = i, iou
             if best is not None:
