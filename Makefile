@@ -1,13 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make repro   create .venv if missing, then run the whole DVC pipeline on the embedded default
-#   make test    create .venv if missing, then `ruff check .` and every test (what CI runs: .ci/run)
+#   make test    create .venv if missing, then ruff (lint + format check) and every test (what CI runs: .ci/run)
 # More:
 #   make test-fast  unit tests only (deselects the `integration` and `slow` markers, see pytest.ini): no
 #                   training, no servers, no dvc runs; 283 tests, measured 83-104 s wall on the shared 2-core
 #                   machine with a training job on one core (once 355 s, when more jobs shared it)
-#   make lint       ruff check . (rules: pyproject.toml [tool.ruff])
+#   make lint       ruff check . and ruff format --check . (rules: pyproject.toml [tool.ruff])
 #   make format     ruff format . && ruff check --fix .
-#   make pretrain   remake the tiny profile's starting weights (pretrain/dvc.yaml, ~35 CPU minutes) and copy
+#   make pretrain   remake the tiny profile's starting weights (pretrain/dvc.yaml, about 1.3 h of one core) and copy
 #                   them to models/pretrained/ (the gate writes them only when it passes; README "Model profiles")
 PYTHON ?= python3
 VENV ?= .venv
@@ -44,7 +44,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration and not slow" tests
 
 lint: setup
-	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff check . && $(BIN)/python -m ruff format --check .
 
 format: setup
 	$(BIN)/python -m ruff format . && $(BIN)/python -m ruff check --fix .

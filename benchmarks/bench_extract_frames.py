@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from baselines.guide_extract_video_frames import process_video_folder  # noqa: E402
+
 from factory_sam3.data.frames import Settings, default_workers, extract_all  # noqa: E402
 from factory_sam3.sources.synthetic import DEFAULTS, render_video  # noqa: E402
 
@@ -40,8 +41,15 @@ def make_videos(folder: Path, count: int, frames: int, width: int, height: int) 
         return
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "videos").mkdir(parents=True)
-    cfg = {**DEFAULTS, "num_videos": count, "frames_per_video": frames, "width": width, "height": height,
-           "sparse_videos": 0, "keyframe_interval": 1}
+    cfg = {
+        **DEFAULTS,
+        "num_videos": count,
+        "frames_per_video": frames,
+        "width": width,
+        "height": height,
+        "sparse_videos": 0,
+        "keyframe_interval": 1,
+    }
     for index in range(count):
         render_video(cfg, 0, index, folder / "videos" / f"cam_{index:02d}.mp4")
     marker.touch()
@@ -74,9 +82,11 @@ def main() -> None:
     raw = work / "raw"
     started = time.perf_counter()
     make_videos(raw, args.videos, args.frames, args.width, args.height)
-    print(f"videos: {args.videos} x {args.frames} frames at {args.width}x{args.height} (mp4v), "
-          f"ready in {time.perf_counter() - started:.1f} s; keep every {args.interval}th, max {args.max_frames}; "
-          f"cores available: {default_workers()}")
+    print(
+        f"videos: {args.videos} x {args.frames} frames at {args.width}x{args.height} (mp4v), "
+        f"ready in {time.perf_counter() - started:.1f} s; keep every {args.interval}th, max {args.max_frames}; "
+        f"cores available: {default_workers()}"
+    )
 
     settings = Settings(frame_interval=args.interval, max_frames_per_video=args.max_frames, jpeg_quality=95)
 
@@ -122,10 +132,14 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         rates[name] = frames[name] / median
-        print(f"{name:16s} {median:9.3f} {rates[name]:9.1f} {statistics.median(cpu[name]):7.2f}   "
-              + " ".join(f"{v:.2f}" for v in values))
-    print(f"ratio ours / guide Script 2: {rates['ours'] / rates['guide Script 2']:.2f}x "
-          f"({frames['ours']} frames each, {args.repeats} alternating repeats, load avg {os.getloadavg()[0]:.1f})")
+        print(
+            f"{name:16s} {median:9.3f} {rates[name]:9.1f} {statistics.median(cpu[name]):7.2f}   "
+            + " ".join(f"{v:.2f}" for v in values)
+        )
+    print(
+        f"ratio ours / guide Script 2: {rates['ours'] / rates['guide Script 2']:.2f}x "
+        f"({frames['ours']} frames each, {args.repeats} alternating repeats, load avg {os.getloadavg()[0]:.1f})"
+    )
 
 
 if __name__ == "__main__":

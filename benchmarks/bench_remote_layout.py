@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -69,8 +68,9 @@ def write_videos(folder: Path, count: int) -> None:
     folder.mkdir(parents=True)
     videos = (count + FRAMES_PER_VIDEO - 1) // FRAMES_PER_VIDEO
     for video in range(videos):
-        writer = cv2.VideoWriter(str(folder / f"video_{video:03d}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), FPS,
-                                 (WIDTH, HEIGHT))
+        writer = cv2.VideoWriter(
+            str(folder / f"video_{video:03d}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT)
+        )
         for t in range(min(FRAMES_PER_VIDEO, count - video * FRAMES_PER_VIDEO)):
             writer.write(frame_image(video * FRAMES_PER_VIDEO + t))
         writer.release()
@@ -141,9 +141,16 @@ def bench_layout(name: str, work: Path, server: MotoServer, env: dict, frames_sr
         restored = sum(1 for _ in (mate / "data" / "frames").rglob("*.jpg"))
     post_s = time.perf_counter() - start
     assert restored == count, f"{name}: {restored} frames after pull, expected {count}"
-    return {"layout": name, "files": objects, "mbytes": round(size / 1e6, 1), "dvc_add_s": round(add_s, 1),
-            "push_s": round(push_s, 1), "pull_s": round(pull_s, 1), "unpack_s": round(post_s, 1),
-            "teammate_total_s": round(pull_s + post_s, 1)}
+    return {
+        "layout": name,
+        "files": objects,
+        "mbytes": round(size / 1e6, 1),
+        "dvc_add_s": round(add_s, 1),
+        "push_s": round(push_s, 1),
+        "pull_s": round(pull_s, 1),
+        "unpack_s": round(post_s, 1),
+        "teammate_total_s": round(pull_s + post_s, 1),
+    }
 
 
 def main() -> None:
@@ -161,8 +168,9 @@ def main() -> None:
             frames_src = work / "frames_src"
             jpeg_bytes = write_frames(frames_src, args.frames)
             print(f"{args.frames} frames, {jpeg_bytes / 1e6:.1f} MB of JPEG, S3 at {server.endpoint}", file=sys.stderr)
-            results = [bench_layout(name, work, server, env, frames_src, args.frames)
-                       for name in args.layouts.split(",")]
+            results = [
+                bench_layout(name, work, server, env, frames_src, args.frames) for name in args.layouts.split(",")
+            ]
         finally:
             server.stop()
     base = next((r for r in results if r["layout"] == "frames"), None)

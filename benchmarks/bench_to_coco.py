@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from baselines.guide_convert_masks_to_rle import process_mask_folder  # noqa: E402
+
 from factory_sam3.data.to_coco import convert_mask_folder  # noqa: E402
 from factory_sam3.layout import CATEGORIES  # noqa: E402
 
@@ -90,8 +91,10 @@ def main() -> None:
     args = parser.parse_args()
 
     data = args.out / f"data_{args.images}_{args.width}x{args.height}"
-    n_masks = generate(data, args.images, args.width, args.height) if not (data / "images").is_dir() else len(
-        list((data / "masks").glob("*.png"))
+    n_masks = (
+        generate(data, args.images, args.width, args.height)
+        if not (data / "images").is_dir()
+        else len(list((data / "masks").glob("*.png")))
     )
     baseline_json, ours_json = args.out / "baseline.json", args.out / "ours.json"
     categories = [dict(c) for c in CATEGORIES]
@@ -127,8 +130,10 @@ def main() -> None:
     rate = {k: n_masks / v for k, v in median.items()}
     ratio = median["baseline"] / median["ours"]
     print(f"data: {args.images} images {args.width}x{args.height}, {n_masks} masks; {args.repeats} alternating repeats")
-    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-          f"load average {load_before:.2f} before / {load_after:.2f} after")
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"load average {load_before:.2f} before / {load_after:.2f} after"
+    )
     print()
     print("| converter | median s | masks/s | runs (s) |")
     print("|---|---|---|---|")

@@ -76,8 +76,14 @@ def video_stats(ytvis_dir: Path, split: str, raw_annotated: dict[str, set[int]])
         annotated = sorted(annotated)
         annotated_total += len(annotated)
         keyframe_only += len(annotated) < n
-        masks = [{f: rle_to_mask(to_rle(ann["segmentations"][f], height, width)).astype(bool)
-                  for f in annotated if ann["segmentations"][f] is not None} for ann in tracks[vid]]
+        masks = [
+            {
+                f: rle_to_mask(to_rle(ann["segmentations"][f], height, width)).astype(bool)
+                for f in annotated
+                if ann["segmentations"][f] is not None
+            }
+            for ann in tracks[vid]
+        ]
         for f in annotated:
             count = sum(f in m for m in masks)
             objects_per_frame.append(count)
@@ -107,11 +113,17 @@ def video_stats(ytvis_dir: Path, split: str, raw_annotated: dict[str, set[int]])
         "annotated_frames": annotated_total,
         "negative_frames": negatives,
         "objects_per_annotated_frame": _mean(objects_per_frame),
-        "px_moved_per_annotated_frame": {k: {"median": _median(v), "p90": round(float(np.percentile(v, 90)), 2),
-                                             "n": len(v)} for k, v in sorted(motion.items())},
-        "copy_forward_iou": {f"stride_{s}": {"all": _mean([x for v in copy_iou[s].values() for x in v]),
-                                            **{k: _mean(v) for k, v in sorted(copy_iou[s].items())}}
-                             for s in STRIDES},
+        "px_moved_per_annotated_frame": {
+            k: {"median": _median(v), "p90": round(float(np.percentile(v, 90)), 2), "n": len(v)}
+            for k, v in sorted(motion.items())
+        },
+        "copy_forward_iou": {
+            f"stride_{s}": {
+                "all": _mean([x for v in copy_iou[s].values() for x in v]),
+                **{k: _mean(v) for k, v in sorted(copy_iou[s].items())},
+            }
+            for s in STRIDES
+        },
     }
 
 
@@ -120,7 +132,12 @@ def image_stats(coco_dir: Path, split: str, resolution: int, patch: int) -> dict
     names = {c["id"]: c["name"] for c in data["categories"]}
     images = {im["id"]: im for im in data["images"]}
     per_image = defaultdict(int)
-    width_cells, height_cells, area_cells, instances = defaultdict(list), defaultdict(list), defaultdict(list), defaultdict(int)
+    width_cells, height_cells, area_cells, instances = (
+        defaultdict(list),
+        defaultdict(list),
+        defaultdict(list),
+        defaultdict(int),
+    )
     for ann in data["annotations"]:
         image = images[ann["image_id"]]
         sx, sy = resolution / image["width"], resolution / image["height"]
@@ -135,10 +152,15 @@ def image_stats(coco_dir: Path, split: str, resolution: int, patch: int) -> dict
         "images": len(images),
         "negative_images": sum(1 for i in images if per_image[i] == 0),
         "instances": dict(sorted(instances.items())),
-        "size_cells": {k: {"bbox_w": _median(width_cells[k]), "bbox_h": _median(height_cells[k]),
-                           "sqrt_area": _median(area_cells[k]),
-                           "sqrt_area_p10": round(float(np.percentile(area_cells[k], 10)), 2)}
-                       for k in sorted(instances)},
+        "size_cells": {
+            k: {
+                "bbox_w": _median(width_cells[k]),
+                "bbox_h": _median(height_cells[k]),
+                "sqrt_area": _median(area_cells[k]),
+                "sqrt_area_p10": round(float(np.percentile(area_cells[k], 10)), 2),
+            }
+            for k in sorted(instances)
+        },
     }
 
 

@@ -41,21 +41,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW lr of everything but the trunk (cosine, warm-up)")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--trunk-lr", type=float, default=0.0, help="0 keeps the image trunk frozen (the pipeline's)")
-    p.add_argument("--init", choices=("tracker", "random"), default="tracker",
-                   help="start from the pretraining's tracker (its trunk) or from random weights")
-    p.add_argument("--anchors", type=float, default=0.0,
-                   help="> 0: reference boxes on a grid with this width/height (fraction of the image)")
-    p.add_argument("--no-pooled", action="store_true",
-                   help="do not add the pooled prompt to the image features (the tiny profile does; upstream does not)")
-    p.add_argument("--no-head-attention", action="store_true",
-                   help="drop the segmentation head's own cross-attention to the prompt: its text conditioning must "
-                        "then come from the fusion encoder, whose output the decoder (presence, queries) also reads")
+    p.add_argument(
+        "--init",
+        choices=("tracker", "random"),
+        default="tracker",
+        help="start from the pretraining's tracker (its trunk) or from random weights",
+    )
+    p.add_argument(
+        "--anchors",
+        type=float,
+        default=0.0,
+        help="> 0: reference boxes on a grid with this width/height (fraction of the image)",
+    )
+    p.add_argument(
+        "--no-pooled",
+        action="store_true",
+        help="do not add the pooled prompt to the image features (the tiny profile does; upstream does not)",
+    )
+    p.add_argument(
+        "--no-head-attention",
+        action="store_true",
+        help="drop the segmentation head's own cross-attention to the prompt: its text conditioning must "
+        "then come from the fusion encoder, whose output the decoder (presence, queries) also reads",
+    )
     p.add_argument("--text-std", type=float, default=0.0, help="> 0: re-initialise the token embedding N(0, std)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--only-presence", action="store_true", help="train the presence logit alone (BCE)")
     group.add_argument("--only-semantic", action="store_true", help="train the semantic head alone (BCE + dice)")
-    p.add_argument("--aux-semantic", type=float, default=0.0,
-                   help="add this weight x the BCE + dice semantic loss to sam3's loss")
+    p.add_argument(
+        "--aux-semantic", type=float, default=0.0, help="add this weight x the BCE + dice semantic loss to sam3's loss"
+    )
     p.add_argument("--box-weight", type=float, default=1.0, help="x the box terms' weights (L1 5, GIoU 2)")
     p.add_argument("--load", type=Path, help="warm start from a state dict saved by this script")
     p.add_argument("--overfit", type=int, default=0, help="> 0: train on the first N training images only")
@@ -78,10 +93,9 @@ def presence_loss(outputs, batch) -> tuple[torch.Tensor, dict]:
 def build(args):
     from hydra.utils import instantiate
 
-    from factory_sam3.training.stage1.train import prepare
-
     from factory_sam3.models.build import build_image_model
     from factory_sam3.pretrain.detector import build_model, stage1_settings
+    from factory_sam3.training.stage1.train import prepare
 
     settings = stage1_settings(args.data)
     cfg, _, _ = prepare(settings, runs_dir=args.out / "config")
@@ -162,8 +176,17 @@ def main(argv=None) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        for key in ("loss_giou", "loss_giou_fs", "loss_ce_fs", "loss_bbox", "presence_dec_acc", "loss_dice", "miou_semantic_seg",
-                    "semantic_iou_present", "semantic_area_absent"):
+        for key in (
+            "loss_giou",
+            "loss_giou_fs",
+            "loss_ce_fs",
+            "loss_bbox",
+            "presence_dec_acc",
+            "loss_dice",
+            "miou_semantic_seg",
+            "semantic_iou_present",
+            "semantic_area_absent",
+        ):
             value = stats.get(key)
             if value is not None:
                 history.setdefault(key, []).append(float(value.detach() if torch.is_tensor(value) else value))
@@ -177,8 +200,11 @@ def main(argv=None) -> None:
             with torch.no_grad():
                 report = detection_report(model, args.data / "test", args.eval_images)
             model.train()
-            print(f"{args.name} eval step {step}: segm AP {report.get('segm_AP')} AP50 {report.get('segm_AP50')} "
-                  f"bbox AP {report.get('bbox_AP')} on {report.get('images')} images", flush=True)
+            print(
+                f"{args.name} eval step {step}: segm AP {report.get('segm_AP')} AP50 {report.get('segm_AP50')} "
+                f"bbox AP {report.get('bbox_AP')} on {report.get('images')} images",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

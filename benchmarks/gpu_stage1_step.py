@@ -35,8 +35,11 @@ def build_parts(mask_loss: bool, device: str, profile: str, data_root: Path):
     from factory_sam3.models import build_image_model
     from factory_sam3.training.stage1.config import compose, settings_with
 
-    settings = settings_with(model={"profile": profile, "device": device, "checkpoint": "unused"},
-                             train={"mask_loss": mask_loss, "epochs": 1, "batch_size": 1}, data_root=str(data_root))
+    settings = settings_with(
+        model={"profile": profile, "device": device, "checkpoint": "unused"},
+        train={"mask_loss": mask_loss, "epochs": 1, "batch_size": 1},
+        data_root=str(data_root),
+    )
     cfg = compose(settings, device, world_size=1)
     with open_dict(cfg):
         cfg.scratch.enable_segmentation = mask_loss  # no mask loss: no segmentation head, no GT masks
@@ -47,8 +50,9 @@ def build_parts(mask_loss: bool, device: str, profile: str, data_root: Path):
     loss = instantiate(cfg.scratch.loss, _convert_="all").to(device)
     from sam3.train.optim.optimizer import construct_optimizer
 
-    optim = construct_optimizer(model, cfg.trainer.optim.optimizer, cfg.trainer.optim.options,
-                                cfg.trainer.optim.param_group_modifiers)
+    optim = construct_optimizer(
+        model, cfg.trainer.optim.optimizer, cfg.trainer.optim.options, cfg.trainer.optim.param_group_modifiers
+    )
     data = instantiate(cfg.trainer.data.train)
     return model, loss, optim, data, cfg
 
@@ -109,8 +113,11 @@ def main() -> int:
         device, profile = "cpu", "tiny"
         torch.set_num_threads(1)  # more threads than free cores spin-wait on a shared machine
     elif not torch.cuda.is_available():
-        print("gpu_stage1_step: no CUDA GPU on this machine; run it on a GPU host "
-              "(or --smoke-cpu to check the script with the tiny profile)", file=sys.stderr)
+        print(
+            "gpu_stage1_step: no CUDA GPU on this machine; run it on a GPU host "
+            "(or --smoke-cpu to check the script with the tiny profile)",
+            file=sys.stderr,
+        )
         return 3
     else:
         device, profile = "cuda", "sam3"
@@ -121,13 +128,11 @@ def main() -> int:
     from tests.helpers_stage1 import make_coco
 
     sam3_compat.apply()
-    os.environ.update(MASTER_ADDR="localhost", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0",
-                      WORLD_SIZE="1")
+    os.environ.update(MASTER_ADDR="localhost", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     dist.init_process_group("nccl" if device == "cuda" else "gloo")  # the loss all-reduces its normaliser
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_coco(Path(tmp) / "coco", train=args.warmup + args.steps + 2, valid=1, test=1,
-                         width=640, height=480)
+        root = make_coco(Path(tmp) / "coco", train=args.warmup + args.steps + 2, valid=1, test=1, width=640, height=480)
         for mask_loss in (True, False):
             results.append(measure(mask_loss, device, profile, root, args.warmup, args.steps))
             if device == "cuda":
@@ -137,8 +142,10 @@ def main() -> int:
     print(f"device: {name}   torch {torch.__version__}")
     print(f"{'mask loss':>10} {'res':>5} {'params':>8} {'s/step':>8} {'peak GiB':>9}")
     for r in results:
-        print(f"{str(r['mask_loss']):>10} {r['resolution']:>5} {r['params_M']:>7}M {r['s_per_step_median']:>8} "
-              f"{str(r['peak_gpu_mem_GiB']):>9}")
+        print(
+            f"{str(r['mask_loss']):>10} {r['resolution']:>5} {r['params_M']:>7}M {r['s_per_step_median']:>8} "
+            f"{str(r['peak_gpu_mem_GiB']):>9}"
+        )
     payload = {"device": name, "torch": torch.__version__, "results": results}
     print(json.dumps(payload))
     if args.out:

@@ -35,8 +35,11 @@ def main() -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("gpu_stage2_step: no CUDA device on this machine; this benchmark needs a GPU "
-              "(run it where one is available).", file=sys.stderr)
+        print(
+            "gpu_stage2_step: no CUDA device on this machine; this benchmark needs a GPU "
+            "(run it where one is available).",
+            file=sys.stderr,
+        )
         return 2
 
     from factory_sam3.models.video import build_video_model
@@ -58,14 +61,28 @@ def main() -> int:
     for t in range(T):
         for b in range(B):
             y, x = 100 + 150 * b, 100 + 40 * t
-            masks[t, b, 0, y:y + 120, x:x + 160] = True
-    batch = ClipBatch(images, masks, masks.flatten(2).any(-1), torch.ones(T, dtype=torch.bool),
-                      list(range(B)), list(range(T)), "synthetic").to(device)
+            masks[t, b, 0, y : y + 120, x : x + 160] = True
+    batch = ClipBatch(
+        images,
+        masks,
+        masks.flatten(2).any(-1),
+        torch.ones(T, dtype=torch.bool),
+        list(range(B)),
+        list(range(T)),
+        "synthetic",
+    ).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
-    results = {"device": torch.cuda.get_device_name(0), "frames": T, "objects": B, "resolution": size,
-               "build_s": round(build_s, 1), "trainable_params": counts["trainable"], "frozen_params": counts["frozen"],
-               "settings": {}}
+    results = {
+        "device": torch.cuda.get_device_name(0),
+        "frames": T,
+        "objects": B,
+        "resolution": size,
+        "build_s": round(build_s, 1),
+        "trainable_params": counts["trainable"],
+        "frozen_params": counts["frozen"],
+        "settings": {},
+    }
     for name, options in (
         ("mask_prompt", ForwardOptions(prompt_probs={"mask": 1.0})),
         ("mask_prompt_act_ckpt", ForwardOptions(prompt_probs={"mask": 1.0}, checkpoint_memory_attention=True)),

@@ -16,6 +16,7 @@ Needs the data stages and train_stage1 done (``dvc repro train_stage1``). Each r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -27,10 +28,10 @@ import numpy as np
 import torch
 
 from factory_sam3 import layout
+from factory_sam3.config import model_section
 from factory_sam3.evaluation.models import load_pair, video_tracker
 from factory_sam3.evaluation.runner import EvalSettings, copy_prompt_tracker, empty_tracker, evaluate_videos
 from factory_sam3.models import video as video_models
-from factory_sam3.config import load as load_params
 from factory_sam3.training.stage2.config import Stage2Settings
 from factory_sam3.training.stage2.train import run
 
@@ -51,10 +52,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/stage2_seeds.json"))
     args = parser.parse_args()
 
-    params = load_params(args.params)
     base = Stage2Settings.load(args.params)
     torch.set_num_threads(base.cpu_threads)
-    model_params = dict(params.get("model") or {})
+    model_params = dataclasses.asdict(model_section(args.params))
     test_dir = layout.YTVIS / "test"
     stage1_dir = layout.MODELS / "stage1"
 
@@ -64,6 +64,8 @@ def main() -> None:
         # what Stage 2 starts from: needs a Stage 2 export only for its tracker config, so score it from evaluate
         before = load_pair("stage1", model_params, "cpu", stage1_dir, layout.MODELS / "stage2", base.seed)
         rows.append({"model": "stage1 (before Stage 2)", **score(before.track, test_dir)})
+        baseline = load_pair("baseline", model_params, "cpu", stage1_dir, layout.MODELS / "stage2", base.seed)
+        rows.append({"model": "baseline (pretrained start)", **score(baseline.track, test_dir)})
         rows.append({"model": "reference: prompt copied forward", **score(copy_prompt_tracker, test_dir)})
         rows.append({"model": "reference: empty masks", **score(empty_tracker, test_dir)})
         print(json.dumps(rows[0]), flush=True)
@@ -72,20 +74,36 @@ def main() -> None:
                 settings = replace(base, seed=seed, exit_prob=exit_prob)
                 out = tmp / f"stage2_{exit_prob}_{seed}"
                 start = time.monotonic()
-                metrics = run(settings, model_params, stage1_dir=stage1_dir, out_dir=out, runs_dir=tmp / "runs",
-                              metrics_file=tmp / "m.json", plot_file=tmp / "p.csv")
+                metrics = run(
+                    settings,
+                    model_params,
+                    stage1_dir=stage1_dir,
+                    out_dir=out,
+                    runs_dir=tmp / "runs",
+                    metrics_file=tmp / "m.json",
+                    plot_file=tmp / "p.csv",
+                )
                 tracker = video_tracker(video_models.load_stage2(out, device="cpu"))
-                row = {"model": f"Stage 2, exit_prob {exit_prob}, seed {seed}", **score(tracker, test_dir),
-                       "heldout_iou": metrics["heldout"]["iou"], "cross_object_iou": metrics["heldout"]["cross_object_iou"],
-                       "seconds": round(time.monotonic() - start, 1)}
+                row = {
+                    "model": f"Stage 2, exit_prob {exit_prob}, seed {seed}",
+                    **score(tracker, test_dir),
+                    "heldout_iou": metrics["heldout"]["iou"],
+                    "cross_object_iou": metrics["heldout"]["cross_object_iou"],
+                    "seconds": round(time.monotonic() - start, 1),
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     summary = {}
     for exit_prob in args.exit_probs:
         runs = [r for r in rows if r["model"].startswith(f"Stage 2, exit_prob {exit_prob},")]
-        summary[str(exit_prob)] = {k: {"mean": float(np.mean([r[k] for r in runs])),
-                                       "min": float(min(r[k] for r in runs)), "max": float(max(r[k] for r in runs))}
-                                   for k in (*KEYS, "cross_object_iou")}
+        summary[str(exit_prob)] = {
+            k: {
+                "mean": float(np.mean([r[k] for r in runs])),
+                "min": float(min(r[k] for r in runs)),
+                "max": float(max(r[k] for r in runs)),
+            }
+            for k in (*KEYS, "cross_object_iou")
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "summary": summary, "seeds": args.seeds}, indent=1))
     print(f"{'model':42s}" + "".join(f"{k:>19s}" for k in KEYS))

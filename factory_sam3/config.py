@@ -69,7 +69,7 @@ class ModelParams:
 
     profile: Literal["tiny", "sam3"]
     checkpoint: str | None  # sam3 only: local .pt path or Hugging Face hub id
-    device: str             # auto | cpu | cuda | cuda:N (factory_sam3.device)
+    device: str  # auto | cpu | cuda | cuda:N (factory_sam3.device)
 
     def check(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -123,8 +123,11 @@ def from_mapping(cls: type[T], data: Any, name: str, file: str | os.PathLike = P
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise UserError(f"unknown key '{name}.{unknown[0]}' (known: {', '.join(fields)})", file)
-    missing = [k for k, f in fields.items() if k not in data and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
+    missing = [
+        k
+        for k, f in fields.items()
+        if k not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise UserError(f"missing key '{name}.{missing[0]}'", file)
     hints = get_type_hints(cls)
@@ -177,8 +180,9 @@ def _describe(tp: Any) -> str:
         return f"a mapping to {_describe(args[1])}" if args else "a mapping"
     if dataclasses.is_dataclass(tp):
         return "a mapping of keys"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _convert(value: Any, tp: Any, key: str, file: object) -> Any:

@@ -13,8 +13,9 @@ from factory_sam3.config import PARAMS_FILE
 from factory_sam3.errors import UserError
 
 
-def resolve_device(requested: str | None, key: str = "model.device",
-                   params_file: str | os.PathLike = PARAMS_FILE) -> str:
+def resolve_device(
+    requested: str | None, key: str = "model.device", params_file: str | os.PathLike = PARAMS_FILE
+) -> str:
     import torch
 
     requested = (requested or "auto").lower()

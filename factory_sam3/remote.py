@@ -48,7 +48,7 @@ class RemoteConfig:
 
     @property
     def bucket(self) -> str:
-        return self.url[len("s3://"):].split("/", 1)[0]
+        return self.url[len("s3://") :].split("/", 1)[0]
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
@@ -79,8 +79,10 @@ def load_remote(name: str | None = None, root: str | os.PathLike = ".") -> Remot
     remotes = config.get("remote", {})
     name = name or config.get("core", {}).get("remote")
     if not name:
-        raise UserError("no default remote: run `python -m factory_sam3.remote setup --url s3://...` "
-                        "or pass --remote NAME", ".dvc/config")
+        raise UserError(
+            "no default remote: run `python -m factory_sam3.remote setup --url s3://...` or pass --remote NAME",
+            ".dvc/config",
+        )
     if name not in remotes:
         raise UserError(f"remote '{name}' is not configured (known: {', '.join(remotes) or 'none'})", ".dvc/config")
     conf = remotes[name]
@@ -88,10 +90,16 @@ def load_remote(name: str | None = None, root: str | os.PathLike = ".") -> Remot
     if not url.startswith("s3://"):
         raise UserError(f"remote '{name}' is {url!r}, not an s3:// URL", ".dvc/config")
     return RemoteConfig(
-        name=name, url=url, endpoint=conf.get("endpointurl"), region=conf.get("region"),
-        profile=conf.get("profile"), access_key_id=conf.get("access_key_id"),
-        secret_access_key=conf.get("secret_access_key"), session_token=conf.get("session_token"),
-        connect_timeout=int(conf.get("connect_timeout") or 60), read_timeout=int(conf.get("read_timeout") or 60),
+        name=name,
+        url=url,
+        endpoint=conf.get("endpointurl"),
+        region=conf.get("region"),
+        profile=conf.get("profile"),
+        access_key_id=conf.get("access_key_id"),
+        secret_access_key=conf.get("secret_access_key"),
+        session_token=conf.get("session_token"),
+        connect_timeout=int(conf.get("connect_timeout") or 60),
+        read_timeout=int(conf.get("read_timeout") or 60),
     )
 
 
@@ -110,25 +118,37 @@ def check(remote: RemoteConfig) -> None:
 
     session = boto3.session.Session(profile_name=remote.profile) if remote.profile else boto3.session.Session()
     client = session.client(
-        "s3", endpoint_url=remote.endpoint,
+        "s3",
+        endpoint_url=remote.endpoint,
         region_name=remote.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        aws_access_key_id=remote.access_key_id, aws_secret_access_key=remote.secret_access_key,
+        aws_access_key_id=remote.access_key_id,
+        aws_secret_access_key=remote.secret_access_key,
         aws_session_token=remote.session_token,
-        config=BotoConfig(connect_timeout=remote.connect_timeout, read_timeout=remote.read_timeout,
-                          retries={"max_attempts": 1, "mode": "standard"}),
+        config=BotoConfig(
+            connect_timeout=remote.connect_timeout,
+            read_timeout=remote.read_timeout,
+            retries={"max_attempts": 1, "mode": "standard"},
+        ),
     )
     what = remote.describe()
     try:
         client.head_bucket(Bucket=remote.bucket)
     except NoCredentialsError:
-        raise UserError("no credentials: export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run "
-                        f"`dvc remote modify --local {remote.name} access_key_id ...`", what) from None
+        raise UserError(
+            "no credentials: export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run "
+            f"`dvc remote modify --local {remote.name} access_key_id ...`",
+            what,
+        ) from None
     except (ConnectTimeoutError, ReadTimeoutError) as err:
-        raise UserError(f"endpoint did not answer within {remote.connect_timeout}+{remote.read_timeout} s "
-                        f"({type(err).__name__}); is the server up?", what) from None
+        raise UserError(
+            f"endpoint did not answer within {remote.connect_timeout}+{remote.read_timeout} s "
+            f"({type(err).__name__}); is the server up?",
+            what,
+        ) from None
     except EndpointConnectionError as err:
-        raise UserError(f"cannot connect to the endpoint ({err}); is the server up and endpointurl right?",
-                        what) from None
+        raise UserError(
+            f"cannot connect to the endpoint ({err}); is the server up and endpointurl right?", what
+        ) from None
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchBucket"):
@@ -140,8 +160,16 @@ def check(remote: RemoteConfig) -> None:
         raise UserError(f"{type(err).__name__}: {err}", what) from None
 
 
-def setup(name: str, url: str, endpoint: str | None, default: bool, connect_timeout: int, read_timeout: int,
-          region: str | None, local_credentials: bool) -> None:
+def setup(
+    name: str,
+    url: str,
+    endpoint: str | None,
+    default: bool,
+    connect_timeout: int,
+    read_timeout: int,
+    region: str | None,
+    local_credentials: bool,
+) -> None:
     if not url.startswith("s3://"):
         raise UserError(f"expected an s3://bucket/prefix URL, got {url!r}", "--url")
     _dvc("remote", "add", "--force", *(["--default"] if default else []), name, url)
@@ -168,16 +196,19 @@ def transfer(command: str, remote_name: str | None, extra: list[str]) -> int:
     env.setdefault("AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)
     result = subprocess.run([_dvc_bin(), command, "-r", remote.name, *extra], env=env)
     if result.returncode != 0:
-        print(f"error: dvc {command} with {remote.describe()} failed (exit {result.returncode}); "
-              f"the lines above say which files. Rerun the same command to resume: finished files are skipped.",
-              file=sys.stderr)
+        print(
+            f"error: dvc {command} with {remote.describe()} failed (exit {result.returncode}); "
+            f"the lines above say which files. Rerun the same command to resume: finished files are skipped.",
+            file=sys.stderr,
+        )
     return result.returncode
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m factory_sam3.remote", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m factory_sam3.remote", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("setup", help="add/replace the S3 remote with timeouts")
     s.add_argument("--name", default=DEFAULT_REMOTE)
@@ -187,8 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--connect-timeout", type=int, default=DEFAULT_CONNECT_TIMEOUT_S)
     s.add_argument("--read-timeout", type=int, default=DEFAULT_READ_TIMEOUT_S)
     s.add_argument("--no-default", action="store_true", help="do not make it the default remote")
-    s.add_argument("--local-credentials", action="store_true",
-                   help="copy AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the env into .dvc/config.local")
+    s.add_argument(
+        "--local-credentials",
+        action="store_true",
+        help="copy AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the env into .dvc/config.local",
+    )
     c = sub.add_parser("check", help="is the remote reachable with these credentials?")
     c.add_argument("--remote")
     for verb in ("push", "pull"):
@@ -196,8 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--remote")
     args, extra = parser.parse_known_args(argv)
     if args.command == "setup":
-        setup(args.name, args.url, args.endpoint, not args.no_default, args.connect_timeout, args.read_timeout,
-              args.region, args.local_credentials)
+        setup(
+            args.name,
+            args.url,
+            args.endpoint,
+            not args.no_default,
+            args.connect_timeout,
+            args.read_timeout,
+            args.region,
+            args.local_credentials,
+        )
         print(f"remote '{args.name}' -> {args.url}" + (f" at {args.endpoint}" if args.endpoint else ""))
         return 0
     if extra:

@@ -109,7 +109,11 @@ def make_project(root: Path, params: dict | None = None) -> Path:
         (raw / "video_annotations" / f"{video}.json").write_text(json.dumps(annotation))
     # a video extract_frames could not decode (skip_bad_videos): left out with a warning
     manifest["videos"]["cam_broken"] = {
-        "source": "videos/cam_broken.mp4", "status": "skipped", "error": "cannot decode", "fps": None, "frames": []
+        "source": "videos/cam_broken.mp4",
+        "status": "skipped",
+        "error": "cannot decode",
+        "fps": None,
+        "frames": [],
     }
     frames.mkdir(parents=True, exist_ok=True)
     (frames / "manifest.json").write_text(json.dumps(manifest))

@@ -21,7 +21,7 @@ H, W = 48, 64
 
 def box(top, left, bottom, right):
     mask = np.zeros((H, W), dtype=bool)
-    mask[max(top, 0):bottom, max(left, 0):right] = True
+    mask[max(top, 0) : bottom, max(left, 0) : right] = True
     return mask
 
 
@@ -29,24 +29,35 @@ def write_coco(root: Path) -> list[tuple[int, str, np.ndarray]]:
     """Three test images (the last a negative) with coloured boxes; returns the instances."""
     split = root / "test"
     split.mkdir(parents=True)
-    layout = {1: [("gripper", box(5, 5, 20, 25)), ("screw", box(30, 40, 40, 50))],
-              2: [("part_A", box(10, 30, 40, 60)), ("gripper", box(2, 2, 12, 12))],
-              3: []}
+    layout = {
+        1: [("gripper", box(5, 5, 20, 25)), ("screw", box(30, 40, 40, 50))],
+        2: [("part_A", box(10, 30, 40, 60)), ("gripper", box(2, 2, 12, 12))],
+        3: [],
+    }
     images, annotations, instances = [], [], []
     for image_id, objects in layout.items():
         pixels = np.zeros((H, W, 3), dtype=np.uint8)
         for name, mask in objects:
             pixels[mask] = CLASS_COLOURS[name]
             rle = mask_to_rle(mask)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": CLASSES.index(name) + 1, "segmentation": rle,
-                                "bbox": rle_bbox(rle), "area": int(mask.sum()), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": CLASSES.index(name) + 1,
+                    "segmentation": rle,
+                    "bbox": rle_bbox(rle),
+                    "area": int(mask.sum()),
+                    "iscrowd": 0,
+                }
+            )
             instances.append((image_id, name, mask))
         Image.fromarray(pixels).save(split / f"img{image_id}.png")
         images.append({"id": image_id, "file_name": f"img{image_id}.png", "width": W, "height": H})
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
-    (split / "_annotations.coco.json").write_text(json.dumps(
-        {"images": images, "annotations": annotations, "categories": categories}))
+    (split / "_annotations.coco.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     return instances
 
 
@@ -60,8 +71,10 @@ def write_ytvis(root: Path, length: int = 6, annotated: list[int] | None = None)
     split = root / "test"
     (split / "vid").mkdir(parents=True)
     annotated = list(range(length)) if annotated is None else annotated
-    tracks = {1: [box(5, 4 + 5 * t, 20, 20 + 5 * t) for t in range(length)],
-              2: [None, None, box(28, 10, 40, 30), box(28, 14, 40, 34), None, None]}
+    tracks = {
+        1: [box(5, 4 + 5 * t, 20, 20 + 5 * t) for t in range(length)],
+        2: [None, None, box(28, 10, 40, 30), box(28, 14, 40, 34), None, None],
+    }
     for t in range(length):
         pixels = np.zeros((H, W, 3), dtype=np.uint8)
         for obj, masks in tracks.items():
@@ -71,12 +84,31 @@ def write_ytvis(root: Path, length: int = 6, annotated: list[int] | None = None)
     annotations = []
     for obj, masks in tracks.items():
         rles = [None if m is None or t not in annotated else mask_to_rle(m) for t, m in enumerate(masks)]
-        annotations.append({"id": obj, "video_id": 1, "category_id": obj, "iscrowd": 0, "segmentations": rles,
-                            "bboxes": [None if r is None else rle_bbox(r) for r in rles],
-                            "areas": [None if r is None else int(m.sum()) for r, m in zip(rles, masks)]})
-    data = {"videos": [{"id": 1, "file_names": [f"vid/{t:05d}.png" for t in range(length)], "length": length,
-                        "width": W, "height": H, "annotated_frames": annotated}],
-            "annotations": annotations, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
+        annotations.append(
+            {
+                "id": obj,
+                "video_id": 1,
+                "category_id": obj,
+                "iscrowd": 0,
+                "segmentations": rles,
+                "bboxes": [None if r is None else rle_bbox(r) for r in rles],
+                "areas": [None if r is None else int(m.sum()) for r, m in zip(rles, masks)],
+            }
+        )
+    data = {
+        "videos": [
+            {
+                "id": 1,
+                "file_names": [f"vid/{t:05d}.png" for t in range(length)],
+                "length": length,
+                "width": W,
+                "height": H,
+                "annotated_frames": annotated,
+            }
+        ],
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)],
+    }
     (split / "annotations.json").write_text(json.dumps(data))
     return tracks
 

@@ -19,8 +19,7 @@ def make_models(root: Path, seed: int = 3) -> tuple[Path, Path]:
     stage1.mkdir(parents=True)
     model = build_tiny_image_model(train=False, seed=seed)
     torch.save({"detector." + k: v for k, v in model.state_dict().items()}, stage1 / "model.pt")
-    (stage1 / "stage1.json").write_text(json.dumps({"profile": "tiny", "resolution": 224,
-                                                    "categories": CATEGORIES}))
+    (stage1 / "stage1.json").write_text(json.dumps({"profile": "tiny", "resolution": 224, "categories": CATEGORIES}))
     video = video_models.build_video_model("tiny", seed=0)
     video_models.init_from_checkpoints(video, stage1)
     video_models.save_stage2(video, stage2)

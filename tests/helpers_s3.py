@@ -41,8 +41,12 @@ class MotoServer:
     def start(self, timeout_s: float = 60.0) -> MotoServer:
         binary = VENV_BIN / "moto_server"
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -59,8 +63,13 @@ class MotoServer:
     def create_bucket(self, bucket: str) -> None:
         import boto3
 
-        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket=bucket)
 
     def pause(self) -> None:
         assert self.process is not None
@@ -102,8 +111,9 @@ def project_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300,
-        check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -123,7 +133,7 @@ def init_repo(path: Path, env: dict[str, str]) -> None:
 # A tiny DVC stage that logs like the training stages do: params, per-step metrics, artifacts, and a
 # DVC metrics file + plot. Optional: TINY_KILL_PGID=<pgid> kills that process group (the tracking server)
 # after step TINY_KILL_AFTER, to test losing the server mid-run.
-TINY_STAGE = '''
+TINY_STAGE = """
 import json, os, signal, sys, time
 from pathlib import Path
 import yaml
@@ -147,9 +157,9 @@ with stage_run("train", params={"train": params}) as run:
     run.log_artifact("metrics/train.json")
     run.log_dict(params, "config/train.json")
     print("RUN_ID", run.run_id, "FELL_BACK", run.fell_back)
-'''
+"""
 
-TINY_DVC_YAML = '''stages:
+TINY_DVC_YAML = """stages:
   train:
     cmd: python train.py
     deps:
@@ -164,7 +174,7 @@ TINY_DVC_YAML = '''stages:
           cache: false
           x: step
           y: loss
-'''
+"""
 
 
 def make_tiny_project(path: Path, env: dict[str, str], steps: int = 4, lr_scale: float = 0.1) -> Path:

@@ -23,9 +23,19 @@ def _rle(mask: np.ndarray) -> dict:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def make_ytvis(root: Path, split: str = "train", videos: int = 3, frames: int = 8, objects: int = 2,
-               height: int = 96, width: int = 128, seed: int = 0, occlude: bool = True,
-               keyframe_every: int = 1, formats: bool = True) -> Path:
+def make_ytvis(
+    root: Path,
+    split: str = "train",
+    videos: int = 3,
+    frames: int = 8,
+    objects: int = 2,
+    height: int = 96,
+    width: int = 128,
+    seed: int = 0,
+    occlude: bool = True,
+    keyframe_every: int = 1,
+    formats: bool = True,
+) -> Path:
     rng = np.random.default_rng(seed)
     split_dir = Path(root) / split
     split_dir.mkdir(parents=True, exist_ok=True)
@@ -78,14 +88,20 @@ def make_ytvis(root: Path, split: str = "train", videos: int = 3, frames: int = 
             segs[0][g] = [c.flatten().astype(float).tolist() for c in contours if len(c) >= 3]
         records.append({"id": v + 1, "file_names": names, "length": frames, "width": width, "height": height})
         for o in range(objects):
-            annotations.append({
-                "id": ann_id, "video_id": v + 1, "category_id": o % 4 + 1, "iscrowd": 0,
-                "segmentations": segs[o],
-                "bboxes": [None if s is None else [0, 0, 1, 1] for s in segs[o]],
-                "areas": [None if s is None else 1 for s in segs[o]],
-            })
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "video_id": v + 1,
+                    "category_id": o % 4 + 1,
+                    "iscrowd": 0,
+                    "segmentations": segs[o],
+                    "bboxes": [None if s is None else [0, 0, 1, 1] for s in segs[o]],
+                    "areas": [None if s is None else 1 for s in segs[o]],
+                }
+            )
             ann_id += 1
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(["gripper", "part_A", "defect", "screw"])]
-    (split_dir / "annotations.json").write_text(json.dumps(
-        {"info": {}, "videos": records, "annotations": annotations, "categories": categories}))
+    (split_dir / "annotations.json").write_text(
+        json.dumps({"info": {}, "videos": records, "annotations": annotations, "categories": categories})
+    )
     return split_dir

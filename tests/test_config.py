@@ -52,17 +52,20 @@ def test_loads_a_section_and_keeps_values_as_written(tmp_path):
     assert config.as_params_dict("sec", params)["sec.inner.size"] == 3
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"colour": 1}, "unknown key 'sec.colour'"),
-    ({"inner": {"size": 1, "depth": 2}}, "unknown key 'sec.inner.depth'"),
-    ({"rate": "fast"}, "'sec.rate' must be a number, got 'fast'"),
-    ({"rate": True}, "'sec.rate' must be a number, got True"),
-    ({"inner": {"size": 2.5}}, "'sec.inner.size' must be an integer, got 2.5"),
-    ({"tags": ["a", 3]}, "'sec.tags[1]' must be a string, got 3"),
-    ({"ratios": {"x": "half"}}, "'sec.ratios.x' must be a number, got 'half'"),
-    ({"name": 5}, "'sec.name' must be a string or null, got 5"),
-    ({"rate": -1}, "'sec.rate' must be >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"colour": 1}, "unknown key 'sec.colour'"),
+        ({"inner": {"size": 1, "depth": 2}}, "unknown key 'sec.inner.depth'"),
+        ({"rate": "fast"}, "'sec.rate' must be a number, got 'fast'"),
+        ({"rate": True}, "'sec.rate' must be a number, got True"),
+        ({"inner": {"size": 2.5}}, "'sec.inner.size' must be an integer, got 2.5"),
+        ({"tags": ["a", 3]}, "'sec.tags[1]' must be a string, got 3"),
+        ({"ratios": {"x": "half"}}, "'sec.ratios.x' must be a number, got 'half'"),
+        ({"name": 5}, "'sec.name' must be a string or null, got 5"),
+        ({"rate": -1}, "'sec.rate' must be >= 0, got -1"),
+    ],
+)
 def test_one_error_names_the_key_and_the_file_read(tmp_path, change, message):
     path = write(tmp_path, {**GOOD, **change})
     with pytest.raises(UserError) as err:
@@ -78,14 +81,22 @@ def test_missing_key_and_missing_section(tmp_path):
         config.load_section("nope", Section, path)
 
 
-@pytest.mark.parametrize("name, cls", [("fetch", FetchParams), ("extract_frames", frames.Params),
-                                       ("to_coco", to_coco.Params), ("to_ytvis", to_ytvis.Params),
-                                       ("validate", validate.Params)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("fetch", FetchParams),
+        ("extract_frames", frames.Params),
+        ("to_coco", to_coco.Params),
+        ("to_ytvis", to_ytvis.Params),
+        ("validate", validate.Params),
+    ],
+)
 def test_every_data_section_of_params_yaml_loads(name, cls):
     """params.yaml holds every key of every data section (the code holds no default of its own)."""
     params = config.from_mapping(cls, repo_params()[name], name)
-    assert set(config.as_params_dict(name, params)) >= {f"{name}.{k}" for k in repo_params()[name]
-                                                        if not isinstance(repo_params()[name][k], dict)}
+    assert set(config.as_params_dict(name, params)) >= {
+        f"{name}.{k}" for k in repo_params()[name] if not isinstance(repo_params()[name][k], dict)
+    }
 
 
 def test_write_json_formats(tmp_path):

@@ -78,8 +78,9 @@ def test_deps_cover_the_modules_the_stage_imports(stage):
     assert script, f"{stage}: cmd {entry['cmd']!r} is not `python stages/<name>.py`"
     deps = [d if isinstance(d, str) else next(iter(d)) for d in entry["deps"]]
     assert script.group(1) in deps, f"{stage}: its own script is not a dep"
-    missing = sorted(p.relative_to(REPO).as_posix() for p in reached_files(REPO / script.group(1))
-                     if not covered(p, deps))
+    missing = sorted(
+        p.relative_to(REPO).as_posix() for p in reached_files(REPO / script.group(1)) if not covered(p, deps)
+    )
     assert not missing, f"dvc.yaml stage {stage} imports these but does not depend on them: {missing}"
 
 
@@ -97,6 +98,11 @@ def test_data_stages_depend_on_nothing_they_do_not_import(stage):
     """Exactly: an edit of a module a data stage does not import must not rerun it."""
     entry = STAGES[stage]
     reached = {p.relative_to(REPO).as_posix() for p in reached_files(REPO / "stages" / f"{stage}.py")}
-    extra = [dep for dep in entry["deps"] if isinstance(dep, str) and dep.startswith(PACKAGE)
-             and not any(r == dep or r.startswith(dep + "/") for r in reached)]
+    extra = [
+        dep
+        for dep in entry["deps"]
+        if isinstance(dep, str)
+        and dep.startswith(PACKAGE)
+        and not any(r == dep or r.startswith(dep + "/") for r in reached)
+    ]
     assert not extra, f"dvc.yaml stage {stage} depends on modules it does not import: {extra}"

@@ -26,10 +26,16 @@ DATA_STAGES = STAGES[:4]
 
 
 def _copy_working_tree(src: Path, dst: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=src, check=True, capture_output=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=src,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         source = src / rel
         if source.is_file():
@@ -72,14 +78,17 @@ def check_repro_outputs(repo: Path) -> None:
         for key in ("segm_AP", "J", "F", "J&F"):
             assert 0.0 <= m[key] <= 1.0, (label, key, m[key])
     # each of the three is rounded to 5 decimals on its own: they can disagree by up to 1.5e-5
-    assert evaluation["gain"]["J&F"] == pytest.approx(evaluation["finetuned"]["J&F"] - evaluation["baseline"]["J&F"],
-                                                      abs=2e-5)
+    assert evaluation["gain"]["J&F"] == pytest.approx(
+        evaluation["finetuned"]["J&F"] - evaluation["baseline"]["J&F"], abs=2e-5
+    )
 
-    shown = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=repo, env=_env(repo), capture_output=True,
-                           text=True, timeout=300)
+    shown = subprocess.run(
+        ["dvc", "metrics", "show", "--json"], cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=300
+    )
     assert shown.returncode == 0, shown.stderr
     assert {"metrics/train_stage1.json", "metrics/train_stage2.json", "metrics/evaluate.json"} <= set(
-        _metric_files(json.loads(shown.stdout))), shown.stdout[:2000]
+        _metric_files(json.loads(shown.stdout))
+    ), shown.stdout[:2000]
 
     for stage in ("train_stage1", "train_stage2"):  # loss curves: one row per logged step, finite losses
         with open(repo / "plots" / f"{stage}_loss.csv") as handle:
@@ -137,7 +146,7 @@ def _metric_files(shown: dict) -> set[str]:
     """The metrics files `dvc metrics show --json` reports for the workspace."""
     files = set()
     for rev in shown.values():
-        for path in ((rev or {}).get("data") or {}):
+        for path in (rev or {}).get("data") or {}:
             files.add(path)
     return files
 

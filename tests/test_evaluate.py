@@ -35,8 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_images_perfect_and_empty_models(tmp_path):
     write_coco(tmp_path / "coco")
     split = tmp_path / "coco" / "test"
-    perfect = evaluate_images(colour_segmenter, split, EvalSettings(pictures_dir=tmp_path / "pics", label="p",
-                                                                    num_overlays=2))
+    perfect = evaluate_images(
+        colour_segmenter, split, EvalSettings(pictures_dir=tmp_path / "pics", label="p", num_overlays=2)
+    )
     m = perfect["metrics"]
     assert m["segm_AP"] == pytest.approx(1.0) and m["bbox_AP"] == pytest.approx(1.0)
     assert m["segm_AP_per_class"]["gripper"] == pytest.approx(1.0) and m["segm_AP_per_class"]["defect"] is None
@@ -63,8 +64,9 @@ def test_images_low_scores_dropped_and_detections_capped(tmp_path):
 
 def test_videos_perfect_tracker_scores_one(tmp_path):
     write_ytvis(tmp_path / "ytvis")
-    result = evaluate_videos(colour_tracker, tmp_path / "ytvis" / "test",
-                             EvalSettings(pictures_dir=tmp_path / "pics", label="p"))
+    result = evaluate_videos(
+        colour_tracker, tmp_path / "ytvis" / "test", EvalSettings(pictures_dir=tmp_path / "pics", label="p")
+    )
     m = result["metrics"]
     assert m["J"] == 1.0 and m["F"] == 1.0 and m["J&F"] == 1.0
     assert m["videos"] == 1 and m["objects"] == 2 and m["frames_per_s"] > 0
@@ -99,8 +101,10 @@ def test_videos_keyframe_only_scores_annotated_frames_and_true_negatives(tmp_pat
     def junk_between_keyframes(frames, prompts):
         """Perfect on the annotated frames, the whole image on the unannotated frames 1 and 3."""
         out = colour_tracker(frames, prompts)
-        return {o: [np.ones((H, W), bool) if t in (1, 3) and m is not None else m for t, m in enumerate(ms)]
-                for o, ms in out.items()}
+        return {
+            o: [np.ones((H, W), bool) if t in (1, 3) and m is not None else m for t, m in enumerate(ms)]
+            for o, ms in out.items()
+        }
 
     m = evaluate_videos(junk_between_keyframes, split, EvalSettings())["metrics"]
     # object 1 scored on frames 2 and 4; object 2 (prompted at 2) on frame 4, annotated absent: a true
@@ -151,8 +155,10 @@ def test_text_prompted_vis_on_a_keyframe_only_video_scores_annotated_frames_only
     data = json.loads(path.read_text())
     del data["videos"][0]["annotated_frames"]
     path.write_text(json.dumps(data))
-    assert evaluate_vis(colour_segmenter, colour_tracker, split,
-                        EvalSettings(vis_keyframe_stride=2))["metrics"]["vis_mAP"] < 0.5
+    assert (
+        evaluate_vis(colour_segmenter, colour_tracker, split, EvalSettings(vis_keyframe_stride=2))["metrics"]["vis_mAP"]
+        < 0.5
+    )
 
 
 # --------------------------------------------------------------------------------------- stage
@@ -168,18 +174,27 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     metrics_file = tmp_path / "metrics" / "evaluate.json"
     pictures = tmp_path / "reports" / "evaluate"
     details = tmp_path / "reports" / "evaluate_details.json"
-    result = run(stage_params(num_overlays=1, vis_keyframe_stride=2),
-                 coco_root=tmp_path / "coco", ytvis_root=tmp_path / "ytvis", metrics_file=metrics_file,
-                 pictures_dir=pictures, details_file=details, log_mlflow=False,
-                 loss_csvs={"Stage 1": plots / "train_stage1_loss.csv"},
-                 model_pairs={"baseline": (no_output, copy_prompt_tracker),
-                              "stage1": (colour_segmenter, empty_tracker),
-                              "finetuned": lambda: (colour_segmenter, colour_tracker)})  # lazily built
+    result = run(
+        stage_params(num_overlays=1, vis_keyframe_stride=2),
+        coco_root=tmp_path / "coco",
+        ytvis_root=tmp_path / "ytvis",
+        metrics_file=metrics_file,
+        pictures_dir=pictures,
+        details_file=details,
+        log_mlflow=False,
+        loss_csvs={"Stage 1": plots / "train_stage1_loss.csv"},
+        model_pairs={
+            "baseline": (no_output, copy_prompt_tracker),
+            "stage1": (colour_segmenter, empty_tracker),
+            "finetuned": lambda: (colour_segmenter, colour_tracker),
+        },
+    )  # lazily built
     written = json.loads(metrics_file.read_text())
     # stage1 is scored in video only (its image model is the fine-tuned one); gains split by stage
     assert "segm_AP" not in written["stage1"] and written["stage1"]["J&F"] == written["reference"]["empty_J&F"]
-    assert written["gain_stage1"]["J&F"] == pytest.approx(written["stage1"]["J&F"] - written["baseline"]["J&F"],
-                                                          abs=1e-4)
+    assert written["gain_stage1"]["J&F"] == pytest.approx(
+        written["stage1"]["J&F"] - written["baseline"]["J&F"], abs=1e-4
+    )
     assert written["gain_stage2"]["J&F"] == pytest.approx(1.0 - written["stage1"]["J&F"], abs=1e-4)
     assert set(written["gain_stage2"]) >= {"J", "F", "J&F", "vis_mAP", "J&F_ci95"}
     # every number with its n, headline numbers with a 95 % interval
@@ -199,16 +214,24 @@ def test_stage_writes_metrics_pictures_and_gain(tmp_path):
     # empty masks score only object 2's absent frame 4 (frames 1-4 of object 1 and 3 of object 2 are 0)
     assert written["reference"]["empty_J"] == pytest.approx((0 + 1 / 2) / 2, abs=1e-4)
     names = sorted(p.name for p in pictures.iterdir())
-    assert names == ["loss_curves.png", "overlay_baseline_00.png", "overlay_finetuned_00.png",
-                     "tracking_baseline.gif", "tracking_finetuned.gif", "tracking_stage1.gif"]
+    assert names == [
+        "loss_curves.png",
+        "overlay_baseline_00.png",
+        "overlay_finetuned_00.png",
+        "tracking_baseline.gif",
+        "tracking_finetuned.gif",
+        "tracking_stage1.gif",
+    ]
     assert json.loads(details.read_text())["details"]["finetuned"]["segm_AP_per_class"]["screw"] == 1.0
 
 
 def stage_params(**evaluate) -> dict:
     """params.yaml's model and evaluate sections for a CPU test run: a fixed VIS threshold (the repository's `auto`
     calibrates on a validation split these tests' data lacks) and ``evaluate`` replaced."""
-    return {"model": section_with("model", profile="tiny", device="cpu"),
-            "evaluate": section_with("evaluate", **{"vis_min_score": 0.5, **evaluate})}
+    return {
+        "model": section_with("model", profile="tiny", device="cpu"),
+        "evaluate": section_with("evaluate", **{"vis_min_score": 0.5, **evaluate}),
+    }
 
 
 def test_evaluate_params_name_the_bad_key():
@@ -234,18 +257,31 @@ def test_evaluate_params_name_the_bad_key():
 def test_cli_help_and_clear_errors(tmp_path):
     python = sys.executable
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    help_run = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--help"], capture_output=True,
-                              text=True, env=env, cwd=tmp_path)
+    help_run = subprocess.run(
+        [python, str(REPO / "stages" / "evaluate.py"), "--help"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert help_run.returncode == 0 and "J&F" in help_run.stdout
-    for evaluate, error in (({"max_images": -3}, "error: params.yaml: 'evaluate.max_images' must be an integer >= 0"),
-                            ({"max_imagez": 1}, "error: params.yaml: unknown key 'evaluate.max_imagez'")):
+    for evaluate, error in (
+        ({"max_images": -3}, "error: params.yaml: 'evaluate.max_images' must be an integer >= 0"),
+        ({"max_imagez": 1}, "error: params.yaml: unknown key 'evaluate.max_imagez'"),
+    ):
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(stage_params(**evaluate)))
-        bad = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--no-mlflow"], capture_output=True,
-                             text=True, env=env, cwd=tmp_path)
+        bad = subprocess.run(
+            [python, str(REPO / "stages" / "evaluate.py"), "--no-mlflow"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
         assert bad.returncode == 2 and bad.stderr.startswith(error) and "Traceback" not in bad.stderr, bad.stderr
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(stage_params()))
-    missing = subprocess.run([python, str(REPO / "stages" / "evaluate.py"), "--no-mlflow"], capture_output=True,
-                             text=True, env=env, cwd=tmp_path)
+    missing = subprocess.run(
+        [python, str(REPO / "stages" / "evaluate.py"), "--no-mlflow"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert missing.returncode == 2 and "test split not found" in missing.stderr
 
 
@@ -258,10 +294,16 @@ def test_stage_logs_metrics_and_pictures_to_mlflow(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
-    run(stage_params(num_overlays=1, mlflow=True),
-        coco_root=tmp_path / "coco", ytvis_root=tmp_path / "ytvis", metrics_file=tmp_path / "m.json",
-        pictures_dir=tmp_path / "pics", details_file=tmp_path / "d.json", loss_csvs={},
-        model_pairs={"baseline": (no_output, copy_prompt_tracker), "finetuned": (colour_segmenter, colour_tracker)})
+    run(
+        stage_params(num_overlays=1, mlflow=True),
+        coco_root=tmp_path / "coco",
+        ytvis_root=tmp_path / "ytvis",
+        metrics_file=tmp_path / "m.json",
+        pictures_dir=tmp_path / "pics",
+        details_file=tmp_path / "d.json",
+        loss_csvs={},
+        model_pairs={"baseline": (no_output, copy_prompt_tracker), "finetuned": (colour_segmenter, colour_tracker)},
+    )
     client = mlflow.tracking.MlflowClient(uri)
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     assert [r.info.run_name for r in runs] == ["evaluate"]
@@ -287,6 +329,7 @@ def test_bbox_ap_scores_the_model_box_when_given(tmp_path):
                 ys, xs = np.nonzero(p["mask"])
                 p["box"] = [xs.min() + shift, ys.min() + shift, xs.max() + 1 + shift, ys.max() + 1 + shift]
             return out
+
         return predict
 
     exact = evaluate_images(with_boxes(0), split, EvalSettings())["metrics"]
@@ -299,8 +342,15 @@ def test_stage_without_training_outputs_fails_fast_and_clearly(tmp_path):
     write_coco(tmp_path / "coco")
     write_ytvis(tmp_path / "ytvis")
     with pytest.raises(UserError, match=r"stage1: not found \(run `dvc repro train_stage1`\)"):
-        run(stage_params(), coco_root=tmp_path / "coco",
-            ytvis_root=tmp_path / "ytvis", stage1_dir=tmp_path / "models" / "stage1",
-            stage2_dir=tmp_path / "models" / "stage2", metrics_file=tmp_path / "m.json",
-            pictures_dir=tmp_path / "pics", details_file=tmp_path / "d.json", log_mlflow=False)
+        run(
+            stage_params(),
+            coco_root=tmp_path / "coco",
+            ytvis_root=tmp_path / "ytvis",
+            stage1_dir=tmp_path / "models" / "stage1",
+            stage2_dir=tmp_path / "models" / "stage2",
+            metrics_file=tmp_path / "m.json",
+            pictures_dir=tmp_path / "pics",
+            details_file=tmp_path / "d.json",
+            log_mlflow=False,
+        )
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "pics").exists()

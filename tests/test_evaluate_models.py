@@ -53,8 +53,10 @@ def test_baseline_tiny_tracker_is_scored_on_its_own_masks(baseline, tmp_path):
     # DAVIS frames (as in test_evaluate.test_videos_copy_prompt_matches_independent_score): object 1 on 1..4,
     # object 2 on 3, and on 4 where it is annotated absent (empty ground truth)
     empty = np.zeros((H, W), bool)
-    pairs = {1: [(predicted[1][t], tracks[1][t]) for t in range(1, 5)],
-             2: [(predicted[2][3], tracks[2][3]), (predicted[2][4], empty)]}
+    pairs = {
+        1: [(predicted[1][t], tracks[1][t]) for t in range(1, 5)],
+        2: [(predicted[2][3], tracks[2][3]), (predicted[2][4], empty)],
+    }
     j = [np.mean([metrics.region_similarity(empty if p is None else p, g) for p, g in obj]) for obj in pairs.values()]
     f = [np.mean([metrics.boundary_f_measure(empty if p is None else p, g) for p, g in obj]) for obj in pairs.values()]
     assert m["J"] == pytest.approx(np.mean(j)) and m["F"] == pytest.approx(np.mean(f))
@@ -114,25 +116,32 @@ def test_models_scored_in_a_process_pool_equal_the_sequential_run(tmp_path):
     image_model = starting_image_model("tiny", {}, "cpu", resolution=112)
     torch.save({"model": image_model.state_dict()}, tmp_path / "trainer.pt")
     stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
-    export_stage1(tmp_path / "trainer.pt", stage1,
-                  {"profile": "tiny", "resolution": 112, "categories": [{"id": 1, "name": "gripper"}]})
+    export_stage1(
+        tmp_path / "trainer.pt",
+        stage1,
+        {"profile": "tiny", "resolution": 112, "categories": [{"id": 1, "name": "gripper"}]},
+    )
     video_models.save_stage2(starting_video_model("tiny", {}, "cpu", resolution=112, stage1_dir=stage1), stage2)
-    params = evaluate_params(section_with("evaluate", vis_min_score=0.3, bootstrap_samples=50,
-                                          bootstrap_samples_images=0))
+    params = evaluate_params(
+        section_with("evaluate", vis_min_score=0.3, bootstrap_samples=50, bootstrap_samples_images=0)
+    )
     load_args = {"model_params": {"profile": "tiny"}, "device": "cpu", "stage1_dir": stage1, "stage2_dir": stage2}
     coco, ytvis = tmp_path / "coco" / "test", tmp_path / "ytvis" / "test"
 
     scored, sources = score_in_pool(LABELS, load_args, params, coco, ytvis, None, workers=2)
     assert set(sources) == set(LABELS) and set(scored["baseline"]) == {"images", "videos", "vis"}
     assert set(scored["stage1"]) == {"videos", "vis"}  # its image model is finetuned's
-    pairs = {label: (lambda label=label: (lambda p: (p.predict_image, p.track))(load_pair(label, **load_args)))
-             for label in LABELS}
+    pairs = {
+        label: (lambda label=label: (lambda p: (p.predict_image, p.track))(load_pair(label, **load_args)))
+        for label in LABELS
+    }
     with torch.inference_mode():
         sequential = evaluate_models(pairs, params, coco, ytvis, None)
         pooled = evaluate_models(pairs, params, coco, ytvis, None, scored=scored)
     timings = ("images_per_s", "frames_per_s")
-    assert ({label: {k: v for k, v in m.items() if k not in timings} for label, m in pooled["metrics"].items()}
-            == {label: {k: v for k, v in m.items() if k not in timings} for label, m in sequential["metrics"].items()})
+    assert {label: {k: v for k, v in m.items() if k not in timings} for label, m in pooled["metrics"].items()} == {
+        label: {k: v for k, v in m.items() if k not in timings} for label, m in sequential["metrics"].items()
+    }
     assert pooled["details"] == sequential["details"]
     assert pooled["gain"] == sequential["gain"]
     assert sequential["metrics"]["finetuned"]["objects"] > 0

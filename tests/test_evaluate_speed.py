@@ -42,8 +42,9 @@ def test_batched_prompts_equal_sam3_processor_one_prompt_at_a_time(image_model):
             processor.reset_all_prompts(state)
             state = processor.set_text_prompt(prompt, state)
             for i in range(len(state["scores"])):
-                reference.append((prompt, float(state["scores"][i]), state["masks"][i, 0].numpy(),
-                                  state["boxes"][i].tolist()))
+                reference.append(
+                    (prompt, float(state["scores"][i]), state["masks"][i, 0].numpy(), state["boxes"][i].tolist())
+                )
     assert len(batched) == len(reference) > len(prompts)
     for prompt in prompts:
         ours = [r for r in batched if r[0] == prompt]
@@ -75,8 +76,17 @@ def track_per_start_frame(model, frames, first_masks):
         num = len(frames) - start
         for k in range(num):
             f, p = feats.frame(start + k, len(ids))
-            out = vm.track_frame(model.tracker, f, p, k, is_cond=(k == 0), cond_outputs=cond, prev_outputs=prev,
-                                 num_frames=num, mask_inputs=prompt if k == 0 else None)
+            out = vm.track_frame(
+                model.tracker,
+                f,
+                p,
+                k,
+                is_cond=(k == 0),
+                cond_outputs=cond,
+                prev_outputs=prev,
+                num_frames=num,
+                mask_inputs=prompt if k == 0 else None,
+            )
             (cond if k == 0 else prev)[k] = out
             prev.pop(k - model.tracker.num_maskmem - model.tracker.max_obj_ptrs_in_encoder, None)
             logits = F.interpolate(out.masks.float(), size=(H, W), mode="bilinear", align_corners=False)
@@ -93,7 +103,7 @@ def test_one_pass_tracking_equals_one_pass_per_start_frame():
 
     def blob(top, left):
         mask = np.zeros((H, W), bool)
-        mask[top:top + 12, left:left + 16] = True
+        mask[top : top + 12, left : left + 16] = True
         return mask
 
     # two objects from frame 0, two joining on frame 3, one on frame 6

@@ -17,8 +17,13 @@ from factory_sam3.data.frames import Settings, extract_all
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRACT = REPO / "stages" / "extract_frames.py"
-DEFAULTS = {"frame_interval": 2, "max_frames_per_video": 100, "jpeg_quality": 95, "workers": 0,
-            "skip_bad_videos": False}
+DEFAULTS = {
+    "frame_interval": 2,
+    "max_frames_per_video": 100,
+    "jpeg_quality": 95,
+    "workers": 0,
+    "skip_bad_videos": False,
+}
 
 
 def write_video(path: Path, frames: int, fps: float = 10.0, size=(96, 64), fourcc: str = "mp4v") -> None:
@@ -38,13 +43,21 @@ def write_video(path: Path, frames: int, fps: float = 10.0, size=(96, 64), fourc
 
 def run_extract(workdir: Path, **params):
     (workdir / "params.yaml").write_text(yaml.safe_dump({"extract_frames": {**DEFAULTS, **params}}))
-    return subprocess.run([sys.executable, str(EXTRACT), "--params", "params.yaml", "--no-progress"], cwd=workdir,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(EXTRACT), "--params", "params.yaml", "--no-progress"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def read_all(path: Path) -> list[np.ndarray]:
@@ -119,7 +132,10 @@ def test_frame_folders_are_subsampled_and_renumbered(tmp_path):
     record = json.loads((out / "manifest.json").read_text())["videos"]["vid1"]
     assert record["source"] == "frame_folders/vid1" and record["status"] == "ok"
     assert [(f["file"], f["source_index"], f["source_file"]) for f in record["frames"]] == [
-        ("00000.jpg", 0, "00000.jpg"), ("00001.jpg", 2, "00010.png"), ("00002.jpg", 4, "00020.jpg")]
+        ("00000.jpg", 0, "00000.jpg"),
+        ("00001.jpg", 2, "00010.png"),
+        ("00002.jpg", 4, "00020.jpg"),
+    ]
     assert (out / "vid1" / "00000.jpg").read_bytes() == (folder / "00000.jpg").read_bytes()
     assert cv2.imread(str(out / "vid1" / "00001.jpg")).shape == (30, 40, 3)  # the PNG became a JPEG
     assert (record["width"], record["height"]) == (40, 30)

@@ -29,8 +29,17 @@ from helpers_params import repo_params, section_with
 
 REPO = Path(__file__).resolve().parents[1]
 FETCH = REPO / "stages" / "fetch.py"
-SMALL_SYNTHETIC = {"num_videos": 4, "frames_per_video": 24, "fps": 10, "width": 160, "height": 128,
-                   "num_images": 10, "negative_fraction": 0.15, "sparse_videos": 1, "keyframe_interval": 4}
+SMALL_SYNTHETIC = {
+    "num_videos": 4,
+    "frames_per_video": 24,
+    "fps": 10,
+    "width": 160,
+    "height": 128,
+    "num_images": 10,
+    "negative_fraction": 0.15,
+    "sparse_videos": 1,
+    "keyframe_interval": 4,
+}
 TINY_SYNTHETIC = {**SMALL_SYNTHETIC, "num_videos": 1, "frames_per_video": 10, "num_images": 3, "sparse_videos": 0}
 
 
@@ -38,13 +47,22 @@ def run_fetch(workdir: Path, fetch_params: dict, env: dict | None = None, timeou
     """The fetch stage in ``workdir`` with params.yaml's own fetch section updated by ``fetch_params``."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump({"fetch": section_with("fetch", **fetch_params)}))
-    return subprocess.run([sys.executable, str(FETCH), "--params", "params.yaml"], cwd=workdir,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, str(FETCH), "--params", "params.yaml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_user_error(result, *fragments: str) -> None:
@@ -65,6 +83,7 @@ def default_raw(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ synthetic
+
 
 def test_synthetic_default_is_byte_identical_across_runs(default_raw, tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())["fetch"]
@@ -122,7 +141,7 @@ def test_synthetic_layout_classes_and_negative_share(default_raw):
     with_masks = {m.stem[: len("still_000")] for m in masks}
     negatives = [img for img in images if img.stem not in with_masks]
     assert 0.10 <= len(negatives) / len(images) <= 0.20
-    assert {m.stem[len("still_000_"):] for m in masks} == names
+    assert {m.stem[len("still_000_") :] for m in masks} == names
 
 
 def test_synthetic_default_gives_an_evaluation_split_of_useful_size(default_raw):
@@ -173,8 +192,11 @@ def test_synthetic_still_masks_cover_their_objects(default_raw):
 
 def _boxes(video: dict, tid: str) -> list[tuple[int, np.ndarray]]:
     """(frame, [x, y, w, h]) of a track on every annotated frame it is visible on, in time order."""
-    return [(int(i), mask_utils.toBbox({"size": objs[tid]["size"], "counts": objs[tid]["counts"].encode()}))
-            for i, objs in sorted(video["frames"].items(), key=lambda kv: int(kv[0])) if tid in objs]
+    return [
+        (int(i), mask_utils.toBbox({"size": objs[tid]["size"], "counts": objs[tid]["counts"].encode()}))
+        for i, objs in sorted(video["frames"].items(), key=lambda kv: int(kv[0]))
+        if tid in objs
+    ]
 
 
 def test_synthetic_video_masks_are_visible_tracked_and_occluded(default_raw):
@@ -211,11 +233,14 @@ def test_synthetic_video_masks_are_visible_tracked_and_occluded(default_raw):
             if track["category"] in ("part_A", "screw") and len(seen) >= 3:
                 # the same object from frame to frame: small steps, overall to the right
                 centres = [b[0] + b[2] / 2 for _, b in seen]
-                steps = [(c2 - c1) / (i2 - i1)
-                         for (i1, _), (i2, _), c1, c2 in zip(seen, seen[1:], centres, centres[1:])]
+                steps = [
+                    (c2 - c1) / (i2 - i1) for (i1, _), (i2, _), c1, c2 in zip(seen, seen[1:], centres, centres[1:])
+                ]
                 assert max(abs(s) for s in steps) <= 25 and centres[-1] > centres[0], (tid, centres)
-            areas = [int(mask_utils.area({"size": r["size"], "counts": r["counts"].encode()}))
-                     for r in (video["frames"][str(i)][tid] for i, _ in seen)]
+            areas = [
+                int(mask_utils.area({"size": r["size"], "counts": r["counts"].encode()}))
+                for r in (video["frames"][str(i)][tid] for i, _ in seen)
+            ]
             full = max(areas, default=0)
             # inside the view (not at an edge) yet much smaller than usual: something covers it
             for (_, box), area in zip(seen, areas):
@@ -226,11 +251,17 @@ def test_synthetic_video_masks_are_visible_tracked_and_occluded(default_raw):
 
 def _look_alikes_side_by_side(video: dict, objects: dict) -> bool:
     """Two parts or two screws less than 12 px apart (bounding boxes) on one frame."""
-    boxes = [(video["tracks"][t]["category"], mask_utils.toBbox({"size": r["size"], "counts": r["counts"].encode()}))
-             for t, r in objects.items()]
-    return any(cat_a == cat_b and cat_a in ("part_A", "screw")
-               and max(b[0] - a[0] - a[2], a[0] - b[0] - b[2], b[1] - a[1] - a[3], a[1] - b[1] - b[3]) < 12
-               for k, (cat_a, a) in enumerate(boxes) for cat_b, b in boxes[k + 1:])
+    boxes = [
+        (video["tracks"][t]["category"], mask_utils.toBbox({"size": r["size"], "counts": r["counts"].encode()}))
+        for t, r in objects.items()
+    ]
+    return any(
+        cat_a == cat_b
+        and cat_a in ("part_A", "screw")
+        and max(b[0] - a[0] - a[2], a[0] - b[0] - b[2], b[1] - a[1] - a[3], a[1] - b[1] - b[3]) < 12
+        for k, (cat_a, a) in enumerate(boxes)
+        for cat_b, b in boxes[k + 1 :]
+    )
 
 
 def test_synthetic_camera_sees_plant_speed_feature_cell_sizes_and_look_alikes(default_raw):
@@ -245,8 +276,11 @@ def test_synthetic_camera_sees_plant_speed_feature_cell_sizes_and_look_alikes(de
             seen = _boxes(video, tid)
             inside = [(i, b) for i, b in seen if b[0] > 1 and b[0] + b[2] < video["width"] - 1]
             if track["category"] in ("part_A", "screw"):
-                steps += [((b2[0] + b2[2] / 2) - (b1[0] + b1[2] / 2)) / (i2 - i1)
-                          for (i1, b1), (i2, b2) in zip(inside, inside[1:]) if (b1[2:] == b2[2:]).all()]
+                steps += [
+                    ((b2[0] + b2[2] / 2) - (b1[0] + b1[2] / 2)) / (i2 - i1)
+                    for (i1, b1), (i2, b2) in zip(inside, inside[1:])
+                    if (b1[2:] == b2[2:]).all()
+                ]
             if track["category"] in widths:
                 widths[track["category"]] += [min(b[2] * scale_x, b[3] * scale_y) for _, b in inside]
         neighbours += any(_look_alikes_side_by_side(video, objects) for objects in video["frames"].values())
@@ -277,6 +311,7 @@ def test_help_works():
 
 
 # ------------------------------------------------------------------------------------------ roboflow
+
 
 def _polygon_mask(polygon, height, width):
     rles = mask_utils.frPyObjects([polygon], height, width)
@@ -314,19 +349,50 @@ def make_roboflow_export(root: Path) -> dict:
             polygon = [5.0, 5.0, 30.0, 5.0, 30.0, 20.0, 5.0, 20.0]
             mask = np.zeros((40, 60), np.uint8)
             mask[25:35, 40:55] = 1
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
-                                "segmentation": [polygon], "bbox": [5, 5, 25, 15], "area": 375, "iscrowd": 0})
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 2,
-                                "segmentation": _uncompressed_rle(mask), "bbox": [40, 25, 15, 10], "area": 150,
-                                "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": [polygon],
+                    "bbox": [5, 5, 25, 15],
+                    "area": 375,
+                    "iscrowd": 0,
+                }
+            )
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 2,
+                    "segmentation": _uncompressed_rle(mask),
+                    "bbox": [40, 25, 15, 10],
+                    "area": 150,
+                    "iscrowd": 0,
+                }
+            )
             if split == "train" and i == 0:
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 2,
-                                    "segmentation": [], "bbox": [1, 30, 8, 6], "area": 48, "iscrowd": 0})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": 2,
+                        "segmentation": [],
+                        "bbox": [1, 30, 8, 6],
+                        "area": 48,
+                        "iscrowd": 0,
+                    }
+                )
             expected[f"{split}{i}_jpg.rf.abc{i}"] = (split, _polygon_mask(polygon, 40, 60), mask)
-        coco = {"images": images, "annotations": annotations, "categories": [
-            {"id": 0, "name": "fasteners", "supercategory": "none"},
-            {"id": 1, "name": "bolt", "supercategory": "fasteners"},
-            {"id": 2, "name": "nut", "supercategory": "fasteners"}]}
+        coco = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [
+                {"id": 0, "name": "fasteners", "supercategory": "none"},
+                {"id": 1, "name": "bolt", "supercategory": "fasteners"},
+                {"id": 2, "name": "nut", "supercategory": "fasteners"},
+            ],
+        }
         (folder / "_annotations.coco.json").write_text(json.dumps(coco))
     return expected
 
@@ -335,8 +401,7 @@ def _check_roboflow_raw(raw: Path, expected: dict) -> None:
     categories = json.loads((raw / "categories.json").read_text())
     assert [c["name"] for c in categories] == ["bolt", "nut"]
     splits = json.loads((raw / "splits.json").read_text())
-    assert splits == {**{name: split for name, (split, _, _) in expected.items()},
-                      "test1_jpg.rf.abc1": "test"}
+    assert splits == {**{name: split for name, (split, _, _) in expected.items()}, "test1_jpg.rf.abc1": "test"}
     negative = json.loads((raw / "image_annotations" / "test1_jpg.rf.abc1.json").read_text())
     assert negative["instances"] == []
     for name, (_, bolt, nut) in expected.items():
@@ -403,8 +468,9 @@ def make_youtube_vos(root: Path) -> dict:
         (root / "Annotations" / video).mkdir(parents=True)
         names = [f"{k:05d}" for k in range(0, 25, 5)]
         for name in names:
-            cv2.imwrite(str(root / "JPEGImages" / video / f"{name}.jpg"),
-                        rng.integers(0, 255, (36, 48, 3), dtype=np.uint8))
+            cv2.imwrite(
+                str(root / "JPEGImages" / video / f"{name}.jpg"), rng.integers(0, 255, (36, 48, 3), dtype=np.uint8)
+            )
         for position in (0, 2, 4):  # annotated frames: 00000, 00010, 00020
             ids = np.zeros((36, 48), np.uint8)
             ids[5 + position : 15 + position, 4:14] = 1
@@ -431,7 +497,12 @@ def test_youtube_vos_folder_and_zip(tmp_path):
         raw = work / "data" / "raw"
         assert [c["name"] for c in json.loads((raw / "categories.json").read_text())] == ["person", "truck"]
         assert sorted(p.name for p in (raw / "frame_folders" / "0a1b2c").iterdir()) == [
-            "00000.jpg", "00005.jpg", "00010.jpg", "00015.jpg", "00020.jpg"]
+            "00000.jpg",
+            "00005.jpg",
+            "00010.jpg",
+            "00015.jpg",
+            "00020.jpg",
+        ]
         ann = json.loads((raw / "video_annotations" / "0a1b2c.json").read_text())
         assert ann["num_frames"] == 5 and (ann["width"], ann["height"]) == (48, 36)
         assert ann["tracks"] == {"1": {"category": "person"}, "2": {"category": "truck"}}
@@ -458,6 +529,7 @@ def test_youtube_vos_unknown_object_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ folder / zip
+
 
 @pytest.fixture(scope="module")
 def small_raw(tmp_path_factory) -> Path:
@@ -516,8 +588,15 @@ def _zip_with(path: Path, name: str, symlink: bool = False) -> Path:
     return path
 
 
-@pytest.mark.parametrize("member,symlink", [("../../evil.txt", False), ("/tmp/abs_evil.txt", False),
-                                            ("data/images/link.jpg", True), ("data\\..\\..\\evil2.txt", False)])
+@pytest.mark.parametrize(
+    "member,symlink",
+    [
+        ("../../evil.txt", False),
+        ("/tmp/abs_evil.txt", False),
+        ("data/images/link.jpg", True),
+        ("data\\..\\..\\evil2.txt", False),
+    ],
+)
 def test_zip_slip_is_refused(tmp_path, member, symlink):
     archive = _zip_with(tmp_path / "slip.zip", member, symlink)
     result = run_fetch(tmp_path / "w", {"source": "folder", "path": str(archive)})
@@ -527,6 +606,7 @@ def test_zip_slip_is_refused(tmp_path, member, symlink):
 
 
 # ------------------------------------------------------------------------------------------ s3 (moto_server)
+
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):

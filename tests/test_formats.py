@@ -167,8 +167,9 @@ def test_read_mask_file_thresholds_like_the_guide(tmp_path):
 def test_record_builders_and_round_trip(tmp_path):
     rle, bbox, area = encode_mask(np.pad(np.ones((3, 4), bool), 2))
     data = coco.dataset(
-        [coco.image_record(1, "a.jpg", 8, 7)], [coco.annotation_record(1, 1, 2, rle, bbox, area)],
-        [{"id": 2, "name": "x"}]
+        [coco.image_record(1, "a.jpg", 8, 7)],
+        [coco.annotation_record(1, 1, 2, rle, bbox, area)],
+        [{"id": 2, "name": "x"}],
     )
     coco.write(tmp_path / "c.json", data)
     assert coco.read(tmp_path / "c.json") == data

@@ -23,8 +23,7 @@ from helpers_stage2 import make_ytvis
 def _stage1_from_pretrained(out: Path) -> Path:
     """A Stage 1 export holding the shipped detector (what train_stage1 starts from), as train_stage1 writes it."""
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v for k, v in pretrained.tiny_state().items()
-             if k.startswith("detector.") and ".sam2_convs." not in k}
+    state = {k: v for k, v in pretrained.tiny_state().items() if k.startswith("detector.") and ".sam2_convs." not in k}
     torch.save(state, out / "model.pt")
     (out / "stage1.json").write_text(json.dumps({"profile": "tiny", "resolution": 224}))
     return out
@@ -47,16 +46,26 @@ def test_stage1_ends_far_above_its_starting_ap_on_a_small_slice(tmp_path):
     root = tmp_path / "coco"
     make_coco_split(root / "train", 4, seed=0, negative_fraction=0.0)
     shutil.copytree(root / "train", root / "valid")
-    settings = settings_with(model={"profile": "tiny", "device": "auto"},
-                             train={"epochs": 50, "val_freq": 50, "save_freq": 50, "log_freq": 50,
-                                    "scheduler_warmup": 5, "batch_size": 1, "cpu_threads": 1},
-                             data_root=str(root))
+    settings = settings_with(
+        model={"profile": "tiny", "device": "auto"},
+        train={
+            "epochs": 50,
+            "val_freq": 50,
+            "save_freq": 50,
+            "log_freq": 50,
+            "scheduler_warmup": 5,
+            "batch_size": 1,
+            "cpu_threads": 1,
+        },
+        data_root=str(root),
+    )
     cfg, _, _ = prepare(settings, runs_dir=tmp_path / "runs")
     start = detection_report(instantiate(cfg.trainer.model).eval(), root / "valid")  # the Trainer's own start
     result = train(settings, runs_dir=tmp_path / "runs")
     export(result, tmp_path / "stage1")
-    end = detection_report(build_image_model("tiny", checkpoint=tmp_path / "stage1" / "model.pt").eval(),
-                           root / "valid")
+    end = detection_report(
+        build_image_model("tiny", checkpoint=tmp_path / "stage1" / "model.pt").eval(), root / "valid"
+    )
     assert result.steps == 200
     assert end["segm_AP"] >= start["segm_AP"] + 0.3, (start, end)
 
@@ -66,14 +75,31 @@ def test_stage2_from_the_pretrained_tracker_keeps_following_its_prompts(tmp_path
     data = tmp_path / "ytvis"
     make_ytvis(data, "train", videos=2, frames=8, objects=3, seed=0)
     make_ytvis(data, "valid", videos=2, frames=8, objects=3, seed=1)
-    settings = Stage2Settings.from_params(section_with(
-        "train_stage2", steps=12, grad_accum=1, frames_per_clip=4, warmup_steps=2, save_freq=100, eval_frames=8,
-        log_freq=4, cpu_threads=1))
+    settings = Stage2Settings.from_params(
+        section_with(
+            "train_stage2",
+            steps=12,
+            grad_accum=1,
+            frames_per_clip=4,
+            warmup_steps=2,
+            save_freq=100,
+            eval_frames=8,
+            log_freq=4,
+            cpu_threads=1,
+        )
+    )
     rows = []
-    metrics = run(settings, {"profile": "tiny", "device": "cpu"}, data_dir=data,
-                  stage1_dir=_stage1_from_pretrained(tmp_path / "stage1"), out_dir=tmp_path / "stage2",
-                  runs_dir=tmp_path / "runs", metrics_file=tmp_path / "m.json", plot_file=tmp_path / "p.csv",
-                  on_log=rows.append)
+    metrics = run(
+        settings,
+        {"profile": "tiny", "device": "cpu"},
+        data_dir=data,
+        stage1_dir=_stage1_from_pretrained(tmp_path / "stage1"),
+        out_dir=tmp_path / "stage2",
+        runs_dir=tmp_path / "runs",
+        metrics_file=tmp_path / "m.json",
+        plot_file=tmp_path / "p.csv",
+        on_log=rows.append,
+    )
     held = metrics["heldout"]
     assert metrics["init"]["tracker_from"].endswith("tiny_sam3.pt")
     # a collapsed tracker (one mask whatever the prompt) scores 0.9-1.0 here; following ones 0.15-0.49 on this

@@ -161,8 +161,16 @@ def test_score_object_and_aggregation_pools_all_objects_of_the_split():
     square = box_mask(shape, 5, 5, 15, 15)
     shifted = box_mask(shape, 5, 10, 15, 20)
     perfect = score_object([square, square], [square, square])
-    assert perfect == {"J": 1.0, "F": 1.0, "J&F": 1.0, "frames": 2, "present_frames": 2, "present_J_sum": 2.0,
-                       "absent_frames": 0, "absent_empty": 0}
+    assert perfect == {
+        "J": 1.0,
+        "F": 1.0,
+        "J&F": 1.0,
+        "frames": 2,
+        "present_frames": 2,
+        "present_J_sum": 2.0,
+        "absent_frames": 0,
+        "absent_empty": 0,
+    }
     half = score_object([square, np.zeros(shape)], [square, square])
     assert half["J"] == 0.5 and half["F"] == 0.5
     third = score_object([shifted], [square])
@@ -209,8 +217,8 @@ def test_j_split_into_frames_with_and_without_the_object():
     where nothing is predicted), frames pooled over objects: hand-computed."""
     shape = (30, 30)
     empty = np.zeros(shape, bool)
-    blob = box_mask(shape, 5, 5, 15, 15)          # 100 px
-    half = box_mask(shape, 5, 5, 15, 10)          # 50 px inside blob: IoU 0.5
+    blob = box_mask(shape, 5, 5, 15, 15)  # 100 px
+    half = box_mask(shape, 5, 5, 15, 10)  # 50 px inside blob: IoU 0.5
     # object 1: present, present (IoU 1 and 0.5), absent with a leftover mask; object 2: absent twice, one right
     one = score_object([blob, half, blob], [blob, blob, empty])
     two = score_object([empty, blob], [empty, empty])
@@ -230,7 +238,10 @@ def test_bootstrap_over_videos_hand_computed():
     zero = {"J": 0.0, "F": 0.0, "J&F": 0.0, "frames": 1}
     # a single video: every resample is that video
     assert bootstrap_video_ci({"a": [one, zero]}, samples=50) == {
-        "J_ci95": [0.5, 0.5], "F_ci95": [0.5, 0.5], "J&F_ci95": [0.5, 0.5]}
+        "J_ci95": [0.5, 0.5],
+        "F_ci95": [0.5, 0.5],
+        "J&F_ci95": [0.5, 0.5],
+    }
     # two videos scoring 1 and 0: a resample pools {1, 1}, {1, 0} or {0, 0} -> 1, 0.5, 0 with chances
     # 1/4, 1/2, 1/4, so the 2.5 % and 97.5 % percentiles of 1000 resamples are 0 and 1
     ci = bootstrap_video_ci({"a": [one], "b": [zero]}, samples=1000, seed=3)
@@ -266,27 +277,44 @@ def rle(mask):
 def make_coco(instances, shape=(60, 80), num_images=3):
     """instances: list of (image_id, category_id, mask)."""
     categories = [{"id": 1, "name": "gripper"}, {"id": 2, "name": "part_A"}, {"id": 3, "name": "defect"}]
-    images = [{"id": i, "file_name": f"{i}.jpg", "height": shape[0], "width": shape[1]}
-              for i in range(1, num_images + 1)]
+    images = [
+        {"id": i, "file_name": f"{i}.jpg", "height": shape[0], "width": shape[1]} for i in range(1, num_images + 1)
+    ]
     annotations = []
     for ann_id, (image_id, cat, mask) in enumerate(instances, start=1):
         seg = rle(mask)
-        annotations.append({"id": ann_id, "image_id": image_id, "category_id": cat, "segmentation": seg,
-                            "area": float(mask.sum()), "bbox": [float(x) for x in mask_util.toBbox(seg)],
-                            "iscrowd": 0})
+        annotations.append(
+            {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": cat,
+                "segmentation": seg,
+                "area": float(mask.sum()),
+                "bbox": [float(x) for x in mask_util.toBbox(seg)],
+                "iscrowd": 0,
+            }
+        )
     return {"images": images, "categories": categories, "annotations": annotations}
 
 
 def detection(image_id, cat, mask, score):
     seg = rle(mask)
-    return {"image_id": image_id, "category_id": cat, "score": score, "segmentation": seg,
-            "bbox": [float(x) for x in mask_util.toBbox(seg)]}
+    return {
+        "image_id": image_id,
+        "category_id": cat,
+        "score": score,
+        "segmentation": seg,
+        "bbox": [float(x) for x in mask_util.toBbox(seg)],
+    }
 
 
 def test_coco_ap_perfect_empty_and_known_value():
     shape = (60, 80)
-    gt_instances = [(1, 1, box_mask(shape, 5, 5, 25, 30)), (1, 2, box_mask(shape, 30, 40, 50, 70)),
-                    (2, 1, box_mask(shape, 10, 10, 40, 40))]
+    gt_instances = [
+        (1, 1, box_mask(shape, 5, 5, 25, 30)),
+        (1, 2, box_mask(shape, 30, 40, 50, 70)),
+        (2, 1, box_mask(shape, 10, 10, 40, 40)),
+    ]
     gt = make_coco(gt_instances, shape)  # image 3 is a negative; category 3 never appears
     perfect = [detection(i, c, m, 0.9) for i, c, m in gt_instances]
     for iou_type in ("segm", "bbox"):
@@ -311,11 +339,16 @@ def test_coco_ap_perfect_empty_and_known_value():
 
 def test_resampled_ap_equals_pycocotools_on_the_duplicated_images():
     shape = (60, 80)
-    gt_instances = [(1, 1, box_mask(shape, 5, 5, 25, 30)), (2, 1, box_mask(shape, 10, 10, 40, 40)),
-                    (3, 2, box_mask(shape, 30, 40, 50, 70))]
-    dets = [detection(1, 1, box_mask(shape, 5, 5, 25, 30), 0.9),   # hit
-            detection(2, 1, box_mask(shape, 30, 40, 50, 70), 0.95),  # miss, scored higher
-            detection(3, 2, box_mask(shape, 31, 41, 50, 70), 0.7)]   # hit
+    gt_instances = [
+        (1, 1, box_mask(shape, 5, 5, 25, 30)),
+        (2, 1, box_mask(shape, 10, 10, 40, 40)),
+        (3, 2, box_mask(shape, 30, 40, 50, 70)),
+    ]
+    dets = [
+        detection(1, 1, box_mask(shape, 5, 5, 25, 30), 0.9),  # hit
+        detection(2, 1, box_mask(shape, 30, 40, 50, 70), 0.95),  # miss, scored higher
+        detection(3, 2, box_mask(shape, 31, 41, 50, 70), 0.7),
+    ]  # hit
     gt = make_coco(gt_instances, shape, num_images=3)
     evaluator = coco_evaluator(gt, dets, "segm")
     picks = [0, 0, 2]  # image 1 twice, image 3 once, image 2 left out
@@ -370,8 +403,11 @@ def test_coco_ap_agrees_with_pycocotools_called_directly():
             gt_instances.append((image_id, cat, mask))
             # noisy detection of it, sometimes with the wrong class, plus some false positives
             noisy = np.roll(mask, shift=(int(rng.integers(-3, 4)), int(rng.integers(-3, 4))), axis=(0, 1))
-            dets.append(detection(image_id, cat if rng.random() < 0.8 else int(rng.integers(1, 4)), noisy,
-                                  float(rng.uniform(0.3, 1))))
+            dets.append(
+                detection(
+                    image_id, cat if rng.random() < 0.8 else int(rng.integers(1, 4)), noisy, float(rng.uniform(0.3, 1))
+                )
+            )
         dets.append(detection(image_id, int(rng.integers(1, 4)), random_blob(rng, shape), float(rng.uniform(0, 0.6))))
     gt = make_coco(gt_instances, shape, num_images=5)
     for iou_type in ("segm", "bbox"):
@@ -394,23 +430,46 @@ def test_coco_ap_agrees_with_pycocotools_called_directly():
 def make_ytvis(shape=(40, 50), length=4):
     frames_a = [box_mask(shape, 5, 5 + 2 * t, 20, 20 + 2 * t) for t in range(length)]
     frames_b = [None, box_mask(shape, 25, 25, 35, 45), box_mask(shape, 26, 25, 36, 45), None]
-    gt = {"videos": [{"id": 1, "file_names": [f"v/{t:05d}.jpg" for t in range(length)], "length": length,
-                      "height": shape[0], "width": shape[1]}],
-          "categories": [{"id": 1, "name": "gripper"}, {"id": 4, "name": "screw"}],
-          "annotations": []}
+    gt = {
+        "videos": [
+            {
+                "id": 1,
+                "file_names": [f"v/{t:05d}.jpg" for t in range(length)],
+                "length": length,
+                "height": shape[0],
+                "width": shape[1],
+            }
+        ],
+        "categories": [{"id": 1, "name": "gripper"}, {"id": 4, "name": "screw"}],
+        "annotations": [],
+    }
     for ann_id, (cat, frames) in enumerate([(1, frames_a), (4, frames_b)], start=1):
         segs = [None if m is None else rle(m) for m in frames]
-        gt["annotations"].append({"id": ann_id, "video_id": 1, "category_id": cat, "iscrowd": 0,
-                                  "segmentations": segs,
-                                  "bboxes": [None if s is None else list(mask_util.toBbox(s)) for s in segs],
-                                  "areas": [None if m is None else int(m.sum()) for m in frames]})
+        gt["annotations"].append(
+            {
+                "id": ann_id,
+                "video_id": 1,
+                "category_id": cat,
+                "iscrowd": 0,
+                "segmentations": segs,
+                "bboxes": [None if s is None else list(mask_util.toBbox(s)) for s in segs],
+                "areas": [None if m is None else int(m.sum()) for m in frames],
+            }
+        )
     return gt, {1: frames_a, 4: frames_b}
 
 
 def test_ytvis_map_through_sam3_evaluator():
     gt, frames = make_ytvis()
-    perfect = [{"video_id": 1, "category_id": cat, "score": 0.9,
-                "segmentations": [None if m is None else rle(m) for m in masks]} for cat, masks in frames.items()]
+    perfect = [
+        {
+            "video_id": 1,
+            "category_id": cat,
+            "score": 0.9,
+            "segmentations": [None if m is None else rle(m) for m in masks],
+        }
+        for cat, masks in frames.items()
+    ]
     assert ytvis_map(gt, perfect)["mAP"] == pytest.approx(1.0)
     assert ytvis_map(gt, [])["mAP"] == 0.0
     wrong_class = [dict(t, category_id=1 if t["category_id"] == 4 else 4) for t in perfect]
@@ -422,21 +481,48 @@ def test_ytvis_map_ignores_predictions_on_frames_nobody_annotated():
     masks = [box_mask(shape, 5, 5 + 2 * t, 20, 20 + 2 * t) for t in range(length)]
     keyframes = [0, 4]  # keyframe-only video: frames 1-3 and 5-7 were never annotated
     absent = box_mask(shape, 25, 25, 35, 45)
-    gt = {"videos": [{"id": 1, "file_names": [f"v/{t:05d}.jpg" for t in range(length)], "length": length,
-                      "height": shape[0], "width": shape[1], "annotated_frames": keyframes + [6]}],
-          "categories": [{"id": 1, "name": "gripper"}],
-          "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
-                           "segmentations": [rle(m) if t in keyframes else None for t, m in enumerate(masks)],
-                           "bboxes": [None] * length, "areas": [int(masks[0].sum()) if t in keyframes else None
-                                                                 for t in range(length)]}]}
+    gt = {
+        "videos": [
+            {
+                "id": 1,
+                "file_names": [f"v/{t:05d}.jpg" for t in range(length)],
+                "length": length,
+                "height": shape[0],
+                "width": shape[1],
+                "annotated_frames": keyframes + [6],
+            }
+        ],
+        "categories": [{"id": 1, "name": "gripper"}],
+        "annotations": [
+            {
+                "id": 1,
+                "video_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentations": [rle(m) if t in keyframes else None for t, m in enumerate(masks)],
+                "bboxes": [None] * length,
+                "areas": [int(masks[0].sum()) if t in keyframes else None for t in range(length)],
+            }
+        ],
+    }
     # a perfect detector + tracker: the object's mask on every frame it is in view (it left before frame 6,
     # annotated as absent there), annotated or not
-    perfect = [{"video_id": 1, "category_id": 1, "score": 0.9,
-                "segmentations": [rle(m) if t < 6 else None for t, m in enumerate(masks)]}]
+    perfect = [
+        {
+            "video_id": 1,
+            "category_id": 1,
+            "score": 0.9,
+            "segmentations": [rle(m) if t < 6 else None for t, m in enumerate(masks)],
+        }
+    ]
     assert ytvis_map(gt, perfect)["mAP"] == pytest.approx(1.0)
     # frame 6 is annotated and empty: a mask there is a false positive, counted as before
-    on_absent = [dict(perfect[0], segmentations=[rle(m) if t < 6 else rle(absent) if t == 6 else None
-                                                 for t, m in enumerate(masks)])]
+    on_absent = [
+        dict(
+            perfect[0],
+            segmentations=[rle(m) if t < 6 else rle(absent) if t == 6 else None for t, m in enumerate(masks)],
+        )
+    ]
     # masklet IoU over frames 0, 4, 6: 2 areas of overlap / (2 areas + the false positive)
     area, extra = int(masks[0].sum()), int(absent.sum())
     iou = 2 * area / (2 * area + extra)

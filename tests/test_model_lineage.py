@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 DVC = str(VENV_BIN / "dvc")
 
-STAGE = '''
+STAGE = """
 from pathlib import Path
 import yaml
 from factory_sam3.tracking import record_model, stage_run
@@ -34,13 +34,13 @@ with stage_run("train", params={"train": params}) as run:
     run.log_metrics({"loss": 0.5}, step=0)
     record_model(run, "tiny-model")
     print("RUN_ID", run.run_id, "FELL_BACK", run.fell_back)
-'''
+"""
 
 DVC_YAML = {
-    "stages": {"train": {"cmd": "python train.py", "deps": ["train.py"], "params": ["train"],
-                         "outs": ["models/tiny"]}},
-    "artifacts": {"tiny-model": {"path": "models/tiny", "type": "model", "desc": "a tiny test model",
-                                 "labels": ["test"]}},
+    "stages": {"train": {"cmd": "python train.py", "deps": ["train.py"], "params": ["train"], "outs": ["models/tiny"]}},
+    "artifacts": {
+        "tiny-model": {"path": "models/tiny", "type": "model", "desc": "a tiny test model", "labels": ["test"]}
+    },
 }
 
 
@@ -116,8 +116,9 @@ def test_model_to_run_and_back(tmp_path, server):
     tags = client.get_run(first_run).data.tags
     assert tags["dvc_model"] == "tiny-model" and tags["dvc_model_path"] == "models/tiny"
     assert tags["dvc_model_md5"] == first_md5 and tags["dvc_model_commit"] == first_code
-    pointer = json.loads(Path(client.download_artifacts(first_run, "dvc_model/dvc_model.json", str(tmp_path)))
-                         .read_text())
+    pointer = json.loads(
+        Path(client.download_artifacts(first_run, "dvc_model/dvc_model.json", str(tmp_path))).read_text()
+    )
     assert pointer["md5"] == first_md5 and "dvc artifacts get" in pointer["get"]
 
     # MLflow 3's UI shows the experiment as training runs (runs table, metric charts), not GenAI traces

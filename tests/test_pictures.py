@@ -10,7 +10,7 @@ from factory_sam3.evaluation.pictures import colour, draw_masks, loss_curves, ov
 
 def square(shape, top, left, size):
     mask = np.zeros(shape, dtype=bool)
-    mask[top:top + size, left:left + size] = True
+    mask[top : top + size, left : left + size] = True
     return mask
 
 
@@ -27,12 +27,14 @@ def test_draw_masks_tints_only_inside_the_mask():
 def test_overlay_figure_writes_png_with_both_panels(tmp_path):
     image = np.zeros((96, 128, 3), dtype=np.uint8)
     gt = [{"category": "gripper", "mask": square((96, 128), 10, 10, 30)}]
-    pred = [{"category": "gripper", "mask": square((96, 128), 12, 12, 30), "score": 0.87},
-            {"category": "screw", "mask": square((96, 128), 60, 90, 10), "score": 0.4}]
+    pred = [
+        {"category": "gripper", "mask": square((96, 128), 12, 12, 30), "score": 0.87},
+        {"category": "screw", "mask": square((96, 128), 60, 90, 10), "score": 0.4},
+    ]
     path = overlay_figure(image, gt, pred, ["gripper", "part_A", "defect", "screw"], tmp_path / "o.png", title="t")
     picture = np.asarray(Image.open(path).convert("RGB"))
     assert picture.shape[1] > picture.shape[0]  # side by side
-    left, right = picture[:, : picture.shape[1] // 2], picture[:, picture.shape[1] // 2:]
+    left, right = picture[:, : picture.shape[1] // 2], picture[:, picture.shape[1] // 2 :]
     red = np.array(colour(0))
     screw = np.array(colour(3))
 

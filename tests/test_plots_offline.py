@@ -28,7 +28,7 @@ def plots_page(tmp_path_factory) -> Path:
     shutil.copy(REPO / ".dvc" / "config", project / ".dvc" / "config")
     shutil.copytree(REPO / "configs" / "plots", project / "configs" / "plots")
     (project / "dvc.yaml").write_text(LOSS_PLOT)
-    (project / "loss.csv").write_text("step,loss\n" + "".join(f"{i},{2 * 0.9 ** i}\n" for i in range(30)))
+    (project / "loss.csv").write_text("step,loss\n" + "".join(f"{i},{2 * 0.9**i}\n" for i in range(30)))
     run([DVC, "plots", "show"], project, env)
     return project / "dvc_plots" / "index.html"
 
@@ -51,7 +51,21 @@ def test_plots_page_has_the_pinned_libraries_inline_and_no_cdn(plots_page):
 def test_chart_draws_in_chromium_without_network(plots_page):
     isolate = subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
     prefix = ["unshare", "-n"] if isolate else []
-    dom = subprocess.run([*prefix, "chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                          "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=8000", "--dump-dom",
-                          plots_page.as_uri()], capture_output=True, text=True, timeout=180, check=True).stdout
+    dom = subprocess.run(
+        [
+            *prefix,
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+            plots_page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
     assert dom.count('class="marks"') == plots_page.read_text().count("vegaEmbed("), "a chart did not draw"

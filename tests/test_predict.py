@@ -38,19 +38,35 @@ def world(tmp_path_factory):
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "factory_sam3.predict", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "factory_sam3.predict", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _run(world, input_path, out, **kw):
     kw.setdefault("model_spec", str(world["stage2"]))
-    return run(str(input_path), str(out), kw.pop("model_spec"), kw.pop("classes", None),
-               str(kw.pop("score_threshold", THRESHOLD)), "cpu", keyframe_stride=STRIDE, progress=False, **kw)
+    return run(
+        str(input_path),
+        str(out),
+        kw.pop("model_spec"),
+        kw.pop("classes", None),
+        str(kw.pop("score_threshold", THRESHOLD)),
+        "cpu",
+        keyframe_stride=STRIDE,
+        progress=False,
+        **kw,
+    )
 
 
 def test_help_names_inputs_models_and_outputs():
-    result = subprocess.run([sys.executable, "-m", "factory_sam3.predict", "--help"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "factory_sam3.predict", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0
     for word in ("--classes", "--score-threshold", "--model", "--device", "models/stage1", "ytvis_results.json"):
         assert word in result.stdout
@@ -88,8 +104,12 @@ def test_video_file_gives_a_readable_overlay_with_every_frame_and_loadable_resul
     out = tmp_path / "cam"
     summary = _run(world, world["video"], out)
     assert summary["frames"] == world["frames"] and summary["frames_per_s"] > 0
-    assert sorted(p.name for p in out.iterdir()) == ["overlay.mp4", "summary.json", "ytvis_results.json",
-                                                      "ytvis_videos.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "overlay.mp4",
+        "summary.json",
+        "ytvis_results.json",
+        "ytvis_videos.json",
+    ]
     cap = cv2.VideoCapture(str(out / "overlay.mp4"))
     count = 0
     while cap.read()[0]:
@@ -141,12 +161,23 @@ def test_truncated_video_is_a_clear_error_and_writes_nothing(world, tmp_path):
 
 @pytest.mark.integration
 def test_cli_error_is_one_line_and_writes_nothing(world, tmp_path):
-    unknown = _cli(str(world["video"]), "--classes", "bolt", "--model", str(world["stage2"]), "-o", "out",
-                   "--device", "cpu", cwd=tmp_path)
+    unknown = _cli(
+        str(world["video"]),
+        "--classes",
+        "bolt",
+        "--model",
+        str(world["stage2"]),
+        "-o",
+        "out",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines() == [
         f"error: Stage 2 video model ({world['stage2']}): unknown class 'bolt' "
-        "(the model knows: gripper, part_A, defect, screw)"]
+        "(the model knows: gripper, part_A, defect, screw)"
+    ]
     assert not (tmp_path / "out").exists()
 
 

@@ -35,8 +35,9 @@ def test_dense_phase_learns_and_a_stopped_run_resumes(generic, tmp_path):
     run_dir = tmp_path / "run"
     logged = []
     short = _settings(dense_steps=30, steps=2)
-    _, history, evals = train(short, generic / "coco", generic / "tracker.pt", run_dir,
-                              log_metrics=lambda metrics, step: logged.append(step))
+    _, history, evals = train(
+        short, generic / "coco", generic / "tracker.pt", run_dir, log_metrics=lambda metrics, step: logged.append(step)
+    )
     dense = [r["loss"] for r in history if r["phase"] == "dense"]
     assert len(dense) == 30 and [r["phase"] for r in history[-2:]] == ["full", "full"]
     assert np.mean(dense[-5:]) < 0.9 * np.mean(dense[:5]), dense  # the segmentation head learns in 30 steps

@@ -18,8 +18,10 @@ from factory_sam3.pretrain import generic
 from factory_sam3.pretrain.tracker import evaluate_tracking, heldout_clips
 
 SHIPPED = pretrained.TINY_WEIGHTS.is_file()
-needs_weights = pytest.mark.skipif(not SHIPPED, reason="no tiny starting weights ship yet: pretraining has not "
-                                   "passed its gate (pretrain/metrics/gate.json)")
+needs_weights = pytest.mark.skipif(
+    not SHIPPED,
+    reason="no tiny starting weights ship yet: pretraining has not passed its gate (pretrain/metrics/gate.json)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +85,9 @@ def test_shipped_file_is_the_one_the_pretraining_pipeline_pinned(repo_root):
 
 def test_main_pipeline_never_runs_pretraining(repo_root):
     # evaluate's pipeline is every stage `dvc repro` runs: none of pretrain/dvc.yaml's is upstream of it
-    out = subprocess.run([sys.executable, "-m", "dvc", "dag", "evaluate", "--md"], cwd=repo_root, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "dag", "evaluate", "--md"], cwd=repo_root, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert "train_stage1" in out.stdout and "pretrain/dvc.yaml" not in out.stdout
 

@@ -52,8 +52,11 @@ def write_dataset(folder: Path, seed: int, count: int = 24, size: int = 4096) ->
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def make_project(tmp: Path, server: MotoServer, bucket: str, env: dict, **setup_args) -> Path:
@@ -61,8 +64,23 @@ def make_project(tmp: Path, server: MotoServer, bucket: str, env: dict, **setup_
     init_repo(repo, env)
     server.create_bucket(bucket)
     extra = [f"--{k.replace('_', '-')}={v}" for k, v in setup_args.items()]
-    run([PY, "-m", "factory_sam3.remote", "setup", "--url", f"s3://{bucket}/cache", "--endpoint", server.endpoint,
-         f"--connect-timeout={CONNECT_TIMEOUT}", f"--read-timeout={READ_TIMEOUT}", *extra], repo, env)
+    run(
+        [
+            PY,
+            "-m",
+            "factory_sam3.remote",
+            "setup",
+            "--url",
+            f"s3://{bucket}/cache",
+            "--endpoint",
+            server.endpoint,
+            f"--connect-timeout={CONNECT_TIMEOUT}",
+            f"--read-timeout={READ_TIMEOUT}",
+            *extra,
+        ],
+        repo,
+        env,
+    )
     return repo
 
 
@@ -87,8 +105,21 @@ def clone(repo: Path, dest: Path, env: dict) -> Path:
 def test_config_has_timeouts_and_no_credentials(tmp_path, s3, env):
     repo = make_project(tmp_path, s3, "cfg", env)
     env_with_keys = dict(env, AWS_ACCESS_KEY_ID="AKIASECRETVALUE", AWS_SECRET_ACCESS_KEY="supersecretvalue")
-    run([PY, "-m", "factory_sam3.remote", "setup", "--url", "s3://cfg/cache", "--endpoint", s3.endpoint,
-         "--local-credentials"], repo, env_with_keys)
+    run(
+        [
+            PY,
+            "-m",
+            "factory_sam3.remote",
+            "setup",
+            "--url",
+            "s3://cfg/cache",
+            "--endpoint",
+            s3.endpoint,
+            "--local-credentials",
+        ],
+        repo,
+        env_with_keys,
+    )
     committed = (repo / ".dvc" / "config").read_text()
     assert "endpointurl = " + s3.endpoint in committed
     assert "connect_timeout = 3" in committed and "read_timeout = 10" in committed
@@ -156,8 +187,9 @@ def test_dead_remote_fails_within_bound_with_clear_message(tmp_path, env, outage
         _assert_fails_fast([DVC, "pull"], mate, bounded, OUTAGE_BOUND_S[outage], "ERROR", server.endpoint)
         # our wrapper: checks first, names the remote, one line, fast
         for verb, cwd in (("push", repo), ("pull", mate)):
-            out = _assert_fails_fast([PY, "-m", "factory_sam3.remote", verb], cwd, env, 30,
-                                     "remote 'storage'", server.endpoint, reason)
+            out = _assert_fails_fast(
+                [PY, "-m", "factory_sam3.remote", verb], cwd, env, 30, "remote 'storage'", server.endpoint, reason
+            )
             assert "Traceback" not in out
     finally:
         server.stop()
@@ -169,11 +201,22 @@ def test_interrupted_push_resumes_and_clone_pull_is_complete(tmp_path, s3, env):
     repo = make_project(tmp_path, s3, "interrupt", env)
     commit_dataset(repo, env, seed=5, message="bigger dataset", count=300, size=16384)
     total_objects = 302  # 300 frames + annotations.json + the .dir listing
-    bucket = boto3.resource("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing").Bucket("interrupt")
+    bucket = boto3.resource(
+        "s3",
+        endpoint_url=s3.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).Bucket("interrupt")
 
-    push = subprocess.Popen([DVC, "push", "-j", "1"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    push = subprocess.Popen(
+        [DVC, "push", "-j", "1"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uploaded = 0
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and push.poll() is None:

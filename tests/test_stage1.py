@@ -22,15 +22,27 @@ from helpers_stage1 import make_coco
 
 REPO = Path(__file__).resolve().parents[1]
 # the repository's train_stage1 section, shortened: one image per step, one thread (tests share the machine)
-FAST = {"resolution": 112, "epochs": 1, "val_freq": 1, "save_freq": 1, "log_freq": 2, "min_resize": 96,
-        "scheduler_warmup": 2, "scheduler_cooldown": 2, "batch_size": 1, "cpu_threads": 1}
+FAST = {
+    "resolution": 112,
+    "epochs": 1,
+    "val_freq": 1,
+    "save_freq": 1,
+    "log_freq": 2,
+    "min_resize": 96,
+    "scheduler_warmup": 2,
+    "scheduler_cooldown": 2,
+    "batch_size": 1,
+    "cpu_threads": 1,
+}
 MODEL_KEYS = ("profile", "checkpoint", "device")
 
 
 def write_params(folder: Path, **train) -> Path:
-    params = {"model": section_with("model", profile="tiny", device="cpu"),
-              "mlflow": {"experiment": "stage1-tests"},
-              "train_stage1": section_with("train_stage1", **{**FAST, **train})}
+    params = {
+        "model": section_with("model", profile="tiny", device="cpu"),
+        "mlflow": {"experiment": "stage1-tests"},
+        "train_stage1": section_with("train_stage1", **{**FAST, **train}),
+    }
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -41,8 +53,11 @@ def settings(data_root: Path, **overrides):
     from factory_sam3.training.stage1.config import settings_with
 
     values = {**FAST, "device": "cpu", **overrides}
-    return settings_with(model={k: v for k, v in values.items() if k in MODEL_KEYS},
-                         train={k: v for k, v in values.items() if k not in MODEL_KEYS}, data_root=str(data_root))
+    return settings_with(
+        model={k: v for k, v in values.items() if k in MODEL_KEYS},
+        train={k: v for k, v in values.items() if k not in MODEL_KEYS},
+        data_root=str(data_root),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +73,14 @@ def stage(tmp_path_factory, coco):
     os.symlink(coco, work / "data" / "coco")
     params = write_params(work)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train_stage1.py"), "--params", str(params)],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "train_stage1.py"), "--params", str(params)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, proc
 
@@ -120,15 +141,16 @@ def test_export_strict_loads_in_sam3_builder_layout(stage):
     state = torch.load(work / "models" / "stage1" / "model.pt", map_location="cpu", weights_only=True)
     assert state and all(k.startswith("detector.") for k in state)
     model = build_tiny_image_model(dataclasses.replace(TINY_CONFIG, resolution=112), train=False, seed=1)
-    result = model.load_state_dict({k[len("detector."):]: v for k, v in state.items()}, strict=True)
+    result = model.load_state_dict({k[len("detector.") :]: v for k, v in state.items()}, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     # sam3's own loader prints the keys it could not match: nothing to print
     out = io.StringIO()
     with redirect_stdout(out):
         _load_checkpoint(model, str(work / "models" / "stage1" / "model.pt"))
     assert "missing" not in out.getvalue()
-    assert torch.equal(model.transformer.decoder.query_embed.weight,
-                       state["detector.transformer.decoder.query_embed.weight"])
+    assert torch.equal(
+        model.transformer.decoder.query_embed.weight, state["detector.transformer.decoder.query_embed.weight"]
+    )
 
 
 @pytest.mark.integration
@@ -272,18 +294,29 @@ def test_resize_sizes_never_empty():
 def test_cli_help_and_bad_params(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     script = str(REPO / "stages" / "train_stage1.py")
-    assert "train_stage1" in subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
-                                            env=env, cwd=tmp_path).stdout
+    assert (
+        "train_stage1"
+        in subprocess.run(
+            [sys.executable, script, "--help"], capture_output=True, text=True, env=env, cwd=tmp_path
+        ).stdout
+    )
     params = write_params(tmp_path, epochs=0)
-    proc = subprocess.run([sys.executable, script, "--params", str(params)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, script, "--params", str(params)], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert proc.returncode == 2 and "'train_stage1.epochs' must be >= 1" in proc.stderr
     params = write_params(tmp_path, batch_sise=2)
-    proc = subprocess.run([sys.executable, script, "--params", str(params)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, script, "--params", str(params)], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert proc.returncode == 2 and "unknown key 'train_stage1.batch_sise'" in proc.stderr
-    proc = subprocess.run([sys.executable, script, "--params", str(write_params(tmp_path))], capture_output=True,
-                          text=True, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, script, "--params", str(write_params(tmp_path))],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "COCO annotations not found" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -294,18 +327,35 @@ def test_cli_refuses_data_that_failed_validation(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     report = tmp_path / "reports" / "validate.json"
     report.parent.mkdir()
-    report.write_text(json.dumps({"ok": False, "errors": ["data/coco/train/_annotations.coco.json: annotation 3: "
-                                                          "bbox outside the image"], "warnings": []}))
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train_stage1.py"), "--params",
-                           str(write_params(tmp_path))], capture_output=True, text=True, env=env, cwd=tmp_path)
+    report.write_text(
+        json.dumps(
+            {
+                "ok": False,
+                "errors": ["data/coco/train/_annotations.coco.json: annotation 3: bbox outside the image"],
+                "warnings": [],
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "train_stage1.py"), "--params", str(write_params(tmp_path))],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: reports/validate.json: the data failed validation (1 error(s)")
     assert "annotation 3: bbox outside the image" in last
     assert not (tmp_path / "models").exists()
     report.write_text(json.dumps({"ok": True, "errors": [], "warnings": []}))  # passed: on to the next check
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train_stage1.py"), "--params",
-                           str(write_params(tmp_path))], capture_output=True, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "train_stage1.py"), "--params", str(write_params(tmp_path))],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "COCO annotations not found" in proc.stderr
 
 
@@ -315,8 +365,10 @@ def test_one_config_for_both_profiles(coco):
 
     from factory_sam3.training.stage1.config import compose
 
-    gpu = OmegaConf.to_container(compose(settings(coco, profile="sam3", resolution=None, min_resize=480), "cuda", 2,
-                                         checkpoint="/ckpt/sam3.pt"), resolve=True)
+    gpu = OmegaConf.to_container(
+        compose(settings(coco, profile="sam3", resolution=None, min_resize=480), "cuda", 2, checkpoint="/ckpt/sam3.pt"),
+        resolve=True,
+    )
     cpu = OmegaConf.to_container(compose(settings(coco, resolution=None), "cpu", 1), resolve=True)
     t = gpu["trainer"]
     assert t["optim"]["amp"] == {"enabled": True, "amp_dtype": "bfloat16"}
@@ -364,8 +416,9 @@ def test_submitit_launcher_runs_the_trainer(coco, tmp_path, monkeypatch, capsys)
     from factory_sam3.training.stage1 import train as stage1
 
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    result = stage1.train(settings(coco, use_cluster=True, partition="gpu", device="cpu", val_freq=5),
-                          runs_dir=tmp_path)
+    result = stage1.train(
+        settings(coco, use_cluster=True, partition="gpu", device="cpu", val_freq=5), runs_dir=tmp_path
+    )
     assert result.epochs == 1 and result.steps == 6
     assert "submitted local (no SLURM here) job" in capsys.readouterr().out
     assert list((result.run_dir / "submitit_logs").glob("*_log.out"))

@@ -103,13 +103,29 @@ def _decoder(resolution):
     from sam3.model.model_misc import MultiheadAttentionWrapper
 
     layer = TransformerDecoderLayer(
-        activation="relu", d_model=32, dim_feedforward=64, dropout=0.0,
-        cross_attention=MultiheadAttentionWrapper(num_heads=2, dropout=0.0, embed_dim=32), n_heads=2,
+        activation="relu",
+        d_model=32,
+        dim_feedforward=64,
+        dropout=0.0,
+        cross_attention=MultiheadAttentionWrapper(num_heads=2, dropout=0.0, embed_dim=32),
+        n_heads=2,
         use_text_cross_attention=True,
     )
-    return TransformerDecoder(d_model=32, frozen=False, interaction_layer=None, layer=layer, num_layers=1,
-                              num_queries=4, return_intermediate=True, box_refine=True, dac=True, boxRPB="log",
-                              presence_token=True, resolution=resolution, stride=14)
+    return TransformerDecoder(
+        d_model=32,
+        frozen=False,
+        interaction_layer=None,
+        layer=layer,
+        num_layers=1,
+        num_queries=4,
+        return_intermediate=True,
+        box_refine=True,
+        dac=True,
+        boxRPB="log",
+        presence_token=True,
+        resolution=resolution,
+        stride=14,
+    )
 
 
 @needs_no_cuda
@@ -140,6 +156,7 @@ def test_patches_are_skipped_where_cuda_exists(monkeypatch):
 
 # settings, not patches: the config picks them per device (sam3_compat.device_settings)
 
+
 @needs_no_cuda
 def test_dummy_loss_device_setting_needed_and_sufficient():
     from sam3.train.loss.sam3_loss import DummyLoss
@@ -159,8 +176,9 @@ def test_mask_interpolation_setting_needed_and_sufficient():
     with pytest.raises(AssertionError):  # upstream default: always_interpolate_masks_on_gpu=True
         PostProcessImage(max_dets_per_img=-1, iou_type="segm")._process_masks(sizes, masks)
     on_cpu = sam3_compat.device_settings("cpu")["interpolate_masks_on_gpu"]
-    out = PostProcessImage(max_dets_per_img=-1, iou_type="segm",
-                           always_interpolate_masks_on_gpu=on_cpu)._process_masks(sizes, masks)
+    out = PostProcessImage(max_dets_per_img=-1, iou_type="segm", always_interpolate_masks_on_gpu=on_cpu)._process_masks(
+        sizes, masks
+    )
     assert out[0].shape[-2:] == (16, 20)
 
 

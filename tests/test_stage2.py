@@ -61,8 +61,12 @@ def _batch(dataset, seed=0, frames=4):
 def test_loader_reads_every_segmentation_encoding_and_null_frames(dataset):
     videos = s2data.load_ytvis(dataset / "train")
     video = videos[0]
-    encodings = {type(s["counts"]).__name__ if isinstance(s, dict) else "polygon"
-                 for t in video.tracks for s in t.segmentations if s is not None}
+    encodings = {
+        type(s["counts"]).__name__ if isinstance(s, dict) else "polygon"
+        for t in video.tracks
+        for s in t.segmentations
+        if s is not None
+    }
     assert encodings == {"str", "list", "polygon"}
     assert any(s is None for s in video.tracks[1].segmentations)  # the occluded object
     for i, track in enumerate(video.tracks):
@@ -139,8 +143,9 @@ def test_augmentation_is_identical_across_frames(dataset):
     videos = s2data.load_ytvis(dataset / "train")
     video = videos[0]
     clip = s2data.Clip(video, [0, 0, 0], [0])  # the same frame three times: any per-frame difference is a bug
-    batch = s2data.collate_clip(clip, 224, s2data.ClipAugment(min_crop=0.6, jitter=0.4, hflip_prob=1.0),
-                                np.random.default_rng(1))
+    batch = s2data.collate_clip(
+        clip, 224, s2data.ClipAugment(min_crop=0.6, jitter=0.4, hflip_prob=1.0), np.random.default_rng(1)
+    )
     assert torch.equal(batch.images[0], batch.images[1]) and torch.equal(batch.images[0], batch.images[2])
     assert torch.equal(batch.masks[0], batch.masks[2])
     assert batch.track_ids == [video.tracks[0].track_id] and batch.frame_indices == [0, 0, 0]
@@ -151,8 +156,13 @@ def test_gradients_reach_memory_attention_encoder_and_decoder(dataset, stage1):
     forward = ClipForward(model, ForwardOptions(prompt_probs={"mask": 1.0}))
     out = forward(_batch(dataset), np.random.default_rng(0))
     out["loss"].backward()
-    for part in ("tracker.transformer.encoder.layers.0.cross_attn_image", "tracker.maskmem_backbone",
-                 "tracker.sam_mask_decoder", "tracker.obj_ptr_proj", "detector.backbone.vision_backbone.sam2_convs"):
+    for part in (
+        "tracker.transformer.encoder.layers.0.cross_attn_image",
+        "tracker.maskmem_backbone",
+        "tracker.sam_mask_decoder",
+        "tracker.obj_ptr_proj",
+        "detector.backbone.vision_backbone.sam2_convs",
+    ):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
         assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), part
     trunk = "detector.backbone.vision_backbone.trunk"
@@ -242,15 +252,30 @@ def test_track_api_returns_one_mask_per_frame(stage1):
 
 def _settings(**kw):
     """The repository's train_stage2 section, shortened (one CPU thread: tests share the machine)."""
-    base = {"steps": 4, "grad_accum": 1, "frames_per_clip": 3, "max_objects": 2, "save_freq": 2, "eval_frames": 4,
-            "log_freq": 2, "cpu_threads": 1}
+    base = {
+        "steps": 4,
+        "grad_accum": 1,
+        "frames_per_clip": 3,
+        "max_objects": 2,
+        "save_freq": 2,
+        "eval_frames": 4,
+        "log_freq": 2,
+        "cpu_threads": 1,
+    }
     return Stage2Settings.from_params(section_with("train_stage2", **{**base, **kw}))
 
 
 def _run(tmp_path, dataset, stage1, settings, out="stage2"):
-    return run(settings, {"profile": "tiny", "device": "cpu"}, data_dir=dataset, stage1_dir=stage1,
-               out_dir=tmp_path / out, runs_dir=tmp_path / "runs", metrics_file=tmp_path / f"{out}.json",
-               plot_file=tmp_path / f"{out}.csv")
+    return run(
+        settings,
+        {"profile": "tiny", "device": "cpu"},
+        data_dir=dataset,
+        stage1_dir=stage1,
+        out_dir=tmp_path / out,
+        runs_dir=tmp_path / "runs",
+        metrics_file=tmp_path / f"{out}.json",
+        plot_file=tmp_path / f"{out}.csv",
+    )
 
 
 @pytest.mark.integration

@@ -18,8 +18,15 @@ from helpers_stage2 import make_ytvis
 
 pytestmark = pytest.mark.integration  # trains Stage 2 through its stage script (DDP included)
 
-FAST = {"steps": 2, "grad_accum": 1, "frames_per_clip": 3, "max_objects": 2, "save_freq": 1, "eval_frames": 4,
-        "log_freq": 1}
+FAST = {
+    "steps": 2,
+    "grad_accum": 1,
+    "frames_per_clip": 3,
+    "max_objects": 2,
+    "save_freq": 1,
+    "eval_frames": 4,
+    "log_freq": 1,
+}
 
 
 def _workspace(tmp_path: Path, repo_root: Path, **overrides) -> Path:
@@ -43,13 +50,23 @@ def _workspace(tmp_path: Path, repo_root: Path, **overrides) -> Path:
 def _run(cwd: Path, repo_root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
     env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([sys.executable, str(repo_root / "stages" / "train_stage2.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, str(repo_root / "stages" / "train_stage2.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_help(repo_root):
-    proc = subprocess.run([sys.executable, str(repo_root / "stages" / "train_stage2.py"), "--help"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(repo_root / "stages" / "train_stage2.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "train_stage2" in proc.stdout
 
 
@@ -92,8 +109,9 @@ def test_missing_stage1_is_a_clear_error(tmp_path, repo_root):
 def test_data_that_failed_validation_is_refused(tmp_path, repo_root):
     work = _workspace(tmp_path, repo_root)
     (work / "reports").mkdir()
-    (work / "reports" / "validate.json").write_text(json.dumps(
-        {"ok": False, "errors": ["data/ytvis/train/annotations.json: video 1: 5 file_names but length 6"]}))
+    (work / "reports" / "validate.json").write_text(
+        json.dumps({"ok": False, "errors": ["data/ytvis/train/annotations.json: video 1: 5 file_names but length 6"]})
+    )
     proc = _run(work, repo_root)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "reports/validate.json: the data failed validation" in proc.stderr and "video 1" in proc.stderr

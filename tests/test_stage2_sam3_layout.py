@@ -33,7 +33,13 @@ SCRIPT = textwrap.dedent(
 
 
 def test_full_size_tracker_strict_loads_into_upstream_tracker(repo_root):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=repo_root, capture_output=True, text=True, timeout=600,
-                          env={"PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().startswith("OK 309")

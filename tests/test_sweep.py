@@ -33,8 +33,15 @@ def run_queue(project: Path, env: dict, timeout_s: float) -> None:
     """`dvc queue start` and wait (bounded) until nothing is queued or running."""
     # the worker outlives `dvc queue start` and inherits its stdout: no pipe, or we would wait for it
     with open(project.parent / "queue-start.log", "w") as log:
-        subprocess.run([DVC, "queue", "start", "-j", "1"], cwd=project, env=env, stdout=log,
-                       stderr=subprocess.STDOUT, timeout=120, check=True)
+        subprocess.run(
+            [DVC, "queue", "start", "-j", "1"],
+            cwd=project,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            check=True,
+        )
     deadline = time.monotonic() + timeout_s
     status = ""
     while time.monotonic() < deadline:
@@ -45,8 +52,9 @@ def run_queue(project: Path, env: dict, timeout_s: float) -> None:
     else:
         run([DVC, "queue", "stop", "--kill"], project, env, check=False)
         pytest.fail(f"queue did not finish in {timeout_s} s:\n{status}")
-    assert "Failed" not in status, status + run([DVC, "queue", "logs", status.split()[-1]], project, env,
-                                                  check=False).stdout[-3000:]
+    assert "Failed" not in status, (
+        status + run([DVC, "queue", "logs", status.split()[-1]], project, env, check=False).stdout[-3000:]
+    )
     run([DVC, "queue", "stop"], project, env, check=False)
 
 

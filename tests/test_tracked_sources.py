@@ -20,18 +20,34 @@ pytestmark = pytest.mark.integration  # a loopback S3 endpoint and dvc import-ur
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(VENV_BIN / "dvc")
-TINY_SYNTHETIC = {"num_videos": 2, "frames_per_video": 8, "fps": 10, "width": 128, "height": 96,
-                  "num_images": 2, "negative_fraction": 0.15, "sparse_videos": 0, "keyframe_interval": 4}
+TINY_SYNTHETIC = {
+    "num_videos": 2,
+    "frames_per_video": 8,
+    "fps": 10,
+    "width": 128,
+    "height": 96,
+    "num_images": 2,
+    "negative_fraction": 0.15,
+    "sparse_videos": 0,
+    "keyframe_interval": 4,
+}
 # a stage after fetch: counts the videos fetch copied into data/raw
-COUNT = ("python -c \"import json, pathlib; json.dump({'videos': len(list(pathlib.Path('data/raw/videos')"
-         ".glob('*.mp4')))}, open('count.json', 'w'))\"")
+COUNT = (
+    "python -c \"import json, pathlib; json.dump({'videos': len(list(pathlib.Path('data/raw/videos')"
+    ".glob('*.mp4')))}, open('count.json', 'w'))\""
+)
 
 
 def s3_client(endpoint: str):
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +61,9 @@ def moto(tmp_path_factory):
 def raw_two_videos(tmp_path_factory) -> Path:
     """A small dataset in the raw layout (the synthetic generator's output, source.json removed)."""
     work = tmp_path_factory.mktemp("raw")
-    (work / "params.yaml").write_text(yaml.safe_dump({"fetch": section_with("fetch", source="synthetic", seed=5,
-                                                                            synthetic=TINY_SYNTHETIC)}))
+    (work / "params.yaml").write_text(
+        yaml.safe_dump({"fetch": section_with("fetch", source="synthetic", seed=5, synthetic=TINY_SYNTHETIC)})
+    )
     run([sys.executable, str(REPO / "stages" / "fetch.py")], work, project_env(), timeout=120)
     (work / "data" / "raw" / "source.json").unlink()
     return work / "data" / "raw"
@@ -97,18 +114,25 @@ def test_s3_source_change_is_picked_up_rerun_and_pinned(tmp_path, moto, raw_two_
     shutil.copy(REPO / "data" / "sources" / "README.md", project / "data" / "sources" / "README.md")
     fetch = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["fetch"]
     stages = {
-        "fetch": {"cmd": f"python {REPO / 'stages' / 'fetch.py'}",
-                  "deps": [d for d in fetch["deps"] if d.startswith("data/")], "params": ["fetch"],
-                  "outs": ["data/raw"]},
+        "fetch": {
+            "cmd": f"python {REPO / 'stages' / 'fetch.py'}",
+            "deps": [d for d in fetch["deps"] if d.startswith("data/")],
+            "params": ["fetch"],
+            "outs": ["data/raw"],
+        },
         "count": {"cmd": COUNT, "deps": ["data/raw"], "metrics": [{"count.json": {"cache": False}}]},
     }
     (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    (project / "params.yaml").write_text(yaml.safe_dump({"fetch": section_with("fetch", source="folder",
-                                                                               path="data/sources/cell3")}))
+    (project / "params.yaml").write_text(
+        yaml.safe_dump({"fetch": section_with("fetch", source="folder", path="data/sources/cell3")})
+    )
     run([DVC, "remote", "add", "-d", "store", str(tmp_path / "dvc-remote")], project, env)
 
-    run([DVC, "import-url", "s3://plant/cell3/", "data/sources/cell3", "--fs-config",
-         f"endpointurl={moto.endpoint}"], project, env)
+    run(
+        [DVC, "import-url", "s3://plant/cell3/", "data/sources/cell3", "--fs-config", f"endpointurl={moto.endpoint}"],
+        project,
+        env,
+    )
     first = run([DVC, "repro"], project, env)
     assert "warning: fetch" not in first.stderr, "a tracked source must not warn"
     assert json.loads((project / "count.json").read_text()) == {"videos": 1}
@@ -135,8 +159,11 @@ def test_s3_source_change_is_picked_up_rerun_and_pinned(tmp_path, moto, raw_two_
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path, env)
     run([DVC, "pull"], clone, env)
-    assert sorted(p.name for p in (clone / "data" / "sources" / "cell3" / "videos").iterdir()) == \
-        ["cell_00.mp4", "cell_01.mp4"]
-    assert (clone / "data" / "raw" / "videos" / "cell_01.mp4").read_bytes() == \
-        (raw_two_videos / "videos" / "cell_01.mp4").read_bytes()
+    assert sorted(p.name for p in (clone / "data" / "sources" / "cell3" / "videos").iterdir()) == [
+        "cell_00.mp4",
+        "cell_01.mp4",
+    ]
+    assert (clone / "data" / "raw" / "videos" / "cell_01.mp4").read_bytes() == (
+        raw_two_videos / "videos" / "cell_01.mp4"
+    ).read_bytes()
     assert "Data and pipelines are up to date" in run([DVC, "status"], clone, env).stdout

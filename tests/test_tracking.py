@@ -66,7 +66,8 @@ def test_local_store_resolves_to_dvc_root_with_tags(tmp_path):
     # the stage runs in another folder (like a queued experiment's .dvc/tmp/exps/tmpXXXX copy)
     work = make_tiny_project(tmp_path / "work", project_env())
     (work / "dvc.lock").write_text(
-        "schema: '2.0'\nstages:\n  fetch:\n    cmd: x\n    outs:\n    - path: data/raw\n      md5: abc123.dir\n")
+        "schema: '2.0'\nstages:\n  fetch:\n    cmd: x\n    outs:\n    - path: data/raw\n      md5: abc123.dir\n"
+    )
     commit = run(["git", "rev-parse", "HEAD"], work, project_env()).stdout.strip()
     env = project_env(DVC_ROOT=str(root), DVC_EXP_NAME="brave-lion", DVC_EXP_BASELINE_REV=commit)
     result, _ = run_stage(work, env)
@@ -90,7 +91,7 @@ def test_local_store_resolves_to_dvc_root_with_tags(tmp_path):
     assert params["train.lr_scale"] == "0.1" and params["train.steps"] == "4"
     history = client(uri).get_metric_history(logged.info.run_id, "loss")
     assert [m.step for m in history] == [0, 1, 2, 3]
-    assert history[-1].value == pytest.approx(0.9 ** 4)
+    assert history[-1].value == pytest.approx(0.9**4)
     artifacts = {a.path for a in client(uri).list_artifacts(logged.info.run_id)}
     assert {"train.json", "config"} <= artifacts
     assert logged.info.artifact_uri.startswith((root / "mlartifacts").as_uri())
@@ -102,8 +103,10 @@ def test_concurrent_first_runs_share_one_healthy_store(tmp_path):
     (root / ".dvc").mkdir(parents=True)
     env = project_env(DVC_ROOT=str(root))
     projects = [make_tiny_project(tmp_path / f"w{i}", env, lr_scale=0.1 * (i + 1)) for i in range(3)]
-    procs = [subprocess.Popen([PY, "train.py"], cwd=p, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for p in projects]
+    procs = [
+        subprocess.Popen([PY, "train.py"], cwd=p, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for p in projects
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
@@ -154,8 +157,9 @@ def test_server_down_falls_back_fast_then_syncs(tmp_path, server, outage, baseli
     finally:
         if listener:
             listener.close()
-    assert elapsed < baseline_repro_s + DOWN_EXTRA_S, \
+    assert elapsed < baseline_repro_s + DOWN_EXTRA_S, (
         f"dvc repro took {elapsed:.1f} s with the server {outage}, {baseline_repro_s:.1f} s with the local store"
+    )
     assert "unreachable" in result.stderr and "python -m factory_sam3.tracking sync" in result.stderr
     # DVC metrics complete
     shown = run([DVC, "metrics", "show", "--json"], project, env).stdout
@@ -176,8 +180,9 @@ def test_server_down_falls_back_fast_then_syncs(tmp_path, server, outage, baseli
     copy = client(server.uri).get_run(new_id)
     assert copy.data.params == logged.data.params
     assert copy.data.tags["dvc_exp_name"] == logged.data.tags["dvc_exp_name"]
-    assert [m.value for m in client(server.uri).get_metric_history(new_id, "loss")] == \
-        [m.value for m in client(local_uri).get_metric_history(logged.info.run_id, "loss")]
+    assert [m.value for m in client(server.uri).get_metric_history(new_id, "loss")] == [
+        m.value for m in client(local_uri).get_metric_history(logged.info.run_id, "loss")
+    ]
     assert "train.json" in {a.path for a in client(server.uri).list_artifacts(new_id)}
     again = run([PY, "-m", "factory_sam3.tracking", "sync"], project, sync_env).stdout
     assert "copied 0 run(s)" in again
@@ -187,8 +192,12 @@ def test_server_dies_mid_run_everything_lands_in_fallback(tmp_path, baseline_rep
     doomed = MlflowServer(tmp_path / "doomed").start()
     try:
         project = make_tiny_project(tmp_path / "p", project_env(), steps=5)
-        env = project_env(DVC_ROOT=str(project), MLFLOW_TRACKING_URI=doomed.uri,
-                           TINY_KILL_PGID=str(doomed.process.pid), TINY_KILL_AFTER="1")
+        env = project_env(
+            DVC_ROOT=str(project),
+            MLFLOW_TRACKING_URI=doomed.uri,
+            TINY_KILL_PGID=str(doomed.process.pid),
+            TINY_KILL_AFTER="1",
+        )
         result, elapsed = run_stage(project, env)
     finally:
         doomed.stop()

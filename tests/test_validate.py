@@ -315,8 +315,9 @@ def test_ytvis_reference_to_missing_category(project):
 def test_ytvis_length_differs_from_file_names(project):
     video = first_video(project)
     edit(project, YTVIS_JSON, lambda d: d["videos"][0].update(length=video["length"] + 1))
-    validate_fails(project, YTVIS_JSON, f"video {video['id']}",
-                   f"length {video['length'] + 1} != {video['length']} file_names")
+    validate_fails(
+        project, YTVIS_JSON, f"video {video['id']}", f"length {video['length'] + 1} != {video['length']} file_names"
+    )
 
 
 def test_ytvis_segmentations_differ_from_length(project):
@@ -327,16 +328,21 @@ def test_ytvis_segmentations_differ_from_length(project):
             d["annotations"][0][key].pop()
 
     edit(project, YTVIS_JSON, drop_last)
-    validate_fails(project, YTVIS_JSON, f"annotation {track['id']}",
-                   f"but the track has {len(track['segmentations']) - 1} segmentations")
+    validate_fails(
+        project,
+        YTVIS_JSON,
+        f"annotation {track['id']}",
+        f"but the track has {len(track['segmentations']) - 1} segmentations",
+    )
 
 
 def test_ytvis_frame_sizes_differ_within_video(project):
     video = first_video(project)
     frame = project / layout.YTVIS / "train" / video["file_names"][2]
     Image.new("RGB", (video["width"] * 2, video["height"]), "gray").save(frame, format="JPEG")
-    validate_fails(project, YTVIS_JSON, f"video {video['id']}", "frame sizes differ within the video",
-                   video["file_names"][2])
+    validate_fails(
+        project, YTVIS_JSON, f"video {video['id']}", "frame sizes differ within the video", video["file_names"][2]
+    )
 
 
 def test_ytvis_frame_missing(project):

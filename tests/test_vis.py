@@ -21,14 +21,15 @@ RED, GREEN = (255, 0, 0), (0, 255, 0)  # test_evaluate's gripper and part_A colo
 def frame(*objects) -> np.ndarray:
     image = np.zeros((H, W, 3), np.uint8)
     for colour, (top, left) in objects:
-        image[top:top + 8, left:left + 8] = colour
+        image[top : top + 8, left : left + 8] = colour
     return image
 
 
 def run_loop(frames, **settings):
     session = vis.FunctionTrackerSession(colour_tracker)
-    results = list(vis.segment_video(iter(frames), colour_segmenter, session, ["gripper", "part_A"],
-                                     vis.VisSettings(**settings)))
+    results = list(
+        vis.segment_video(iter(frames), colour_segmenter, session, ["gripper", "part_A"], vis.VisSettings(**settings))
+    )
     return results, results[-1].tracks
 
 
@@ -45,7 +46,10 @@ def test_new_objects_start_tracks_and_lost_ones_end():
     frames = [frame((RED, (5, 5)), *([(GREEN, (25, 30))] if 2 <= t <= 5 or t >= 10 else [])) for t in range(14)]
     results, tracks = run_loop(frames, keyframe_stride=2, max_missed=2)
     assert [(o, t.category, t.start, t.end) for o, t in tracks.items()] == [
-        (1, "gripper", 0, None), (2, "part_A", 2, 8), (3, "part_A", 10, None)]
+        (1, "gripper", 0, None),
+        (2, "part_A", 2, 8),
+        (3, "part_A", 10, None),
+    ]
     assert [sorted(r.masks) for r in results] == [[1]] * 2 + [[1, 2]] * 6 + [[1]] * 2 + [[1, 3]] * 4
     collector = vis.MaskletCollector()
     for r in results:
@@ -75,9 +79,11 @@ def test_calibration_picks_the_best_f1_threshold():
     elsewhere = np.roll(gt, 20, axis=1)
 
     def detect(image, names):
-        return [{"category": "gripper", "score": 0.9, "mask": elsewhere},  # confident false positive
-                {"category": "gripper", "score": 0.3, "mask": gt},         # the object
-                {"category": "gripper", "score": 0.1, "mask": elsewhere}]
+        return [
+            {"category": "gripper", "score": 0.9, "mask": elsewhere},  # confident false positive
+            {"category": "gripper", "score": 0.3, "mask": gt},  # the object
+            {"category": "gripper", "score": 0.1, "mask": elsewhere},
+        ]
 
     samples = [(frame(), [("gripper", gt)])] * 3
     calibration = vis.calibrate_min_score(detect, samples, ["gripper"])

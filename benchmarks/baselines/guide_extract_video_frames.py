@@ -37,8 +37,9 @@ def extract_frames(video_path: str, output_dir: str, frame_interval: int = 1, ma
     return written
 
 
-def process_video_folder(video_folder: str, output_dir: str, frame_interval: int = 1,
-                         max_frames_per_video: int = 100) -> int:
+def process_video_folder(
+    video_folder: str, output_dir: str, frame_interval: int = 1, max_frames_per_video: int = 100
+) -> int:
     total = 0
     for path in Path(video_folder).iterdir():
         if path.suffix.lower() in VIDEO_SUFFIXES:

@@ -32,10 +32,18 @@ LICENSES = HERE / "licenses"
 # name, version, sha256 of the npm tarball, file inside it (the UMD build that defines a global)
 PACKAGES = (
     ("vega", "5.33.1", "1b8504b6731c5311be3269c4d84ca996a5cc293bc772283293ede20c490e16c3", "build/vega.min.js"),
-    ("vega-lite", "5.23.0", "e4cbfdd8f6f1abe381c59cd558fd6a559c12b1496bfdf2e0c3295263a40fe4da",
-     "build/vega-lite.min.js"),
-    ("vega-embed", "6.29.0", "ecf1ee709c2bac9e0a4ead6908114b05b62c71493e10a8a4308109bb070f8eb1",
-     "build/vega-embed.min.js"),
+    (
+        "vega-lite",
+        "5.23.0",
+        "e4cbfdd8f6f1abe381c59cd558fd6a559c12b1496bfdf2e0c3295263a40fe4da",
+        "build/vega-lite.min.js",
+    ),
+    (
+        "vega-embed",
+        "6.29.0",
+        "ecf1ee709c2bac9e0a4ead6908114b05b62c71493e10a8a4308109bb070f8eb1",
+        "build/vega-embed.min.js",
+    ),
 )
 
 # The vega tarball ships no LICENSE file; its package.json declares BSD-3-Clause, the same text and
@@ -98,8 +106,10 @@ def build(tarballs: Path) -> None:
         except KeyError:
             licenses[name] = None
     if licenses["vega"] is None:
-        licenses["vega"] = (f"(vega's npm tarball has no LICENSE file; package.json: BSD-3-Clause, same text and "
-                            f"holder as {VEGA_LICENSE_FROM}'s, reproduced here)\n\n" + licenses[VEGA_LICENSE_FROM])
+        licenses["vega"] = (
+            f"(vega's npm tarball has no LICENSE file; package.json: BSD-3-Clause, same text and "
+            f"holder as {VEGA_LICENSE_FROM}'s, reproduced here)\n\n" + licenses[VEGA_LICENSE_FROM]
+        )
     versions = ", ".join(f"{name}@{version}" for name, version, _, _ in PACKAGES)
     TEMPLATE.write_text(PAGE.format(versions=versions, scripts="\n".join(scripts)), encoding="utf-8")
     LICENSES.mkdir(exist_ok=True)

@@ -71,8 +71,10 @@ class Params:
         if self.frame_interval < 1:
             raise Invalid("frame_interval", f"must be an integer >= 1, got {self.frame_interval!r}")
         if self.max_frames_per_video is not None and self.max_frames_per_video < 0:
-            raise Invalid("max_frames_per_video", f"must be an integer >= 1 (0 or null: no limit), got "
-                          f"{self.max_frames_per_video!r}")
+            raise Invalid(
+                "max_frames_per_video",
+                f"must be an integer >= 1 (0 or null: no limit), got {self.max_frames_per_video!r}",
+            )
         if not 1 <= self.jpeg_quality <= 100:
             raise Invalid("jpeg_quality", f"must be an integer between 1 and 100, got {self.jpeg_quality!r}")
         if self.workers < 0:
@@ -104,6 +106,7 @@ class Job:
 
 # ------------------------------------------------------------------------------------------ discovery
 
+
 def find_jobs(raw: Path) -> list[Job]:
     """Every video and frame folder under ``raw``, sorted by name; duplicate names are an error."""
     jobs: dict[str, Job] = {}
@@ -121,12 +124,16 @@ def find_jobs(raw: Path) -> list[Job]:
 
 def _add(jobs: dict[str, Job], job: Job, path: Path) -> None:
     if job.name in jobs:
-        raise UserError(f"two sources share the video name '{job.name}' ({jobs[job.name].source_label} and "
-                        f"{job.source_label}); rename one", path)
+        raise UserError(
+            f"two sources share the video name '{job.name}' ({jobs[job.name].source_label} and "
+            f"{job.source_label}); rename one",
+            path,
+        )
     jobs[job.name] = job
 
 
 # ------------------------------------------------------------------------------------------ one video
+
 
 def _write_jpeg(path: Path, frame, quality: int) -> None:
     ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -176,11 +183,13 @@ def extract_video(path: Path, out_dir: Path, settings: Settings) -> dict:
                     pending.append(encoder.submit(_write_jpeg, out_dir / name, frame, settings.jpeg_quality))
                     if len(pending) > ENCODE_QUEUE:
                         pending.popleft().result()
-                frames.append({
-                    "file": name,
-                    "source_index": index,
-                    "timestamp": None if position_ms is None else round(position_ms / 1000.0, 6),
-                })
+                frames.append(
+                    {
+                        "file": name,
+                        "source_index": index,
+                        "timestamp": None if position_ms is None else round(position_ms / 1000.0, 6),
+                    }
+                )
             index += 1
         while pending:
             pending.popleft().result()
@@ -194,8 +203,15 @@ def extract_video(path: Path, out_dir: Path, settings: Settings) -> dict:
     tolerance = max(1, claimed // 50)  # containers without an index estimate their length
     if not reached_limit and claimed > 0 and index < claimed - tolerance:
         raise VideoError(f"truncated: the container claims {claimed} frames but only {index} can be decoded")
-    return {"status": "ok", "error": None, "fps": fps or None, "frame_count": claimed or None,
-            "width": width, "height": height, "frames": frames}
+    return {
+        "status": "ok",
+        "error": None,
+        "fps": fps or None,
+        "frame_count": claimed or None,
+        "width": width,
+        "height": height,
+        "frames": frames,
+    }
 
 
 def _is_complete_jpeg(path: Path) -> bool:
@@ -234,10 +250,16 @@ def extract_folder(folder: Path, out_dir: Path, settings: Settings) -> dict:
                 raise VideoError(f"frame {src.name} cannot be decoded (unreadable or truncated image)")
             height, width = image.shape[:2]
             _write_jpeg(out_dir / name, image, settings.jpeg_quality)
-        frames.append({"file": name, "source_index": source_index,
-                       "source_file": src.name, "timestamp": None})
-    return {"status": "ok", "error": None, "fps": None, "frame_count": len(files),
-            "width": width, "height": height, "frames": frames}
+        frames.append({"file": name, "source_index": source_index, "source_file": src.name, "timestamp": None})
+    return {
+        "status": "ok",
+        "error": None,
+        "fps": None,
+        "frame_count": len(files),
+        "width": width,
+        "height": height,
+        "frames": frames,
+    }
 
 
 def run_job(job: Job, out_root: Path, settings: Settings) -> tuple[str, dict]:
@@ -250,13 +272,21 @@ def run_job(job: Job, out_root: Path, settings: Settings) -> tuple[str, dict]:
             record = extract_folder(job.source, out_dir, settings)
     except (VideoError, cv2.error, OSError) as err:
         shutil.rmtree(out_dir, ignore_errors=True)  # never leave a half-filled folder behind
-        record = {"status": "skipped", "error": str(err), "fps": None, "frame_count": None,
-                  "width": None, "height": None, "frames": []}
+        record = {
+            "status": "skipped",
+            "error": str(err),
+            "fps": None,
+            "frame_count": None,
+            "width": None,
+            "height": None,
+            "frames": [],
+        }
     record["source"] = job.source_label
     return job.name, record
 
 
 # ------------------------------------------------------------------------------------------ all videos
+
 
 def _pool_context():
     methods = multiprocessing.get_all_start_methods()
@@ -269,14 +299,21 @@ def run(params: Params, raw: Path = layout.RAW, out: Path = layout.FRAMES, progr
     manifest = extract_all(raw, out, Settings.of(params), params.workers, params.skip_bad_videos, progress)
     videos = manifest["videos"].values()
     skipped = sum(v["status"] != "ok" for v in videos)
-    return {"frames": sum(len(v["frames"]) for v in videos), "videos": len(videos) - skipped, "skipped": skipped,
-            "out": str(out)}
+    return {
+        "frames": sum(len(v["frames"]) for v in videos),
+        "videos": len(videos) - skipped,
+        "skipped": skipped,
+        "out": str(out),
+    }
 
 
 def show(summary: dict) -> None:
     skipped = summary["skipped"]
-    print(f"{STAGE}: {summary['frames']} frames from {summary['videos']} videos -> {summary['out']}"
-          + (f" ({skipped} skipped)" if skipped else ""), file=sys.stderr)
+    print(
+        f"{STAGE}: {summary['frames']} frames from {summary['videos']} videos -> {summary['out']}"
+        + (f" ({skipped} skipped)" if skipped else ""),
+        file=sys.stderr,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -310,10 +347,10 @@ def extract_all(
             if record["status"] != "ok":
                 source = raw / record["source"]
                 if not skip_bad_videos:
-                    raise UserError(f"{record['error']} (set extract_frames.skip_bad_videos: true to skip it)",
-                                    source)
-                tqdm.write(f"warning: {source}: {record['error']}; skipped (recorded in {out / MANIFEST})",
-                           file=sys.stderr)
+                    raise UserError(f"{record['error']} (set extract_frames.skip_bad_videos: true to skip it)", source)
+                tqdm.write(
+                    f"warning: {source}: {record['error']}; skipped (recorded in {out / MANIFEST})", file=sys.stderr
+                )
             records[name] = record
 
         try:

@@ -51,8 +51,9 @@ def list_stills(raw: Path) -> dict[str, Path]:
     return stills
 
 
-def index_masks(masks_dir: Path, stills: Iterable[str],
-                category_names: Iterable[str]) -> dict[str, list[tuple[str, Path]]]:
+def index_masks(
+    masks_dir: Path, stills: Iterable[str], category_names: Iterable[str]
+) -> dict[str, list[tuple[str, Path]]]:
     """``{image: [(class, mask path), ...]}`` from masks named ``<image>_<class>.png``.
 
     One directory listing instead of an exists() per image and class (as Script 1 does). Class names may
@@ -142,8 +143,9 @@ def load_video_annotations(raw: Path, video: str) -> dict | None:
             raise UserError("needs a 'category' name", path, f"track {track_id}")
     for frame, instances in data["frames"].items():
         if not str(frame).isdigit() or not isinstance(instances, dict):
-            raise UserError("frame keys must be source frame indices mapping track ids to masks", path,
-                            f"frame {frame}")
+            raise UserError(
+                "frame keys must be source frame indices mapping track ids to masks", path, f"frame {frame}"
+            )
         for track_id in instances:
             if track_id not in data["tracks"]:
                 raise UserError(f"track {track_id} is not declared in 'tracks'", path, f"frame {frame}")

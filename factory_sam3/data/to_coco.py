@@ -234,8 +234,9 @@ def video_frame_jobs(
             for track_id in sorted(annotations["frames"][key], key=track_sort_key):
                 category = annotations["tracks"][track_id]["category"]
                 if category not in by_name:
-                    raise UserError(f"unknown category '{category}'; known: {sorted(by_name)}", ann_path,
-                                    f"track {track_id}")
+                    raise UserError(
+                        f"unknown category '{category}'; known: {sorted(by_name)}", ann_path, f"track {track_id}"
+                    )
                 job.segmentations.append(
                     (by_name[category], annotations["frames"][key][track_id], f"frame {key} track {track_id}")
                 )
@@ -261,8 +262,9 @@ def run(
     # outputs of an earlier run go first: a failure below must not leave them for to_ytvis/validate
     splits_file.unlink(missing_ok=True)
     with atomic_dir(out) as tmp:
-        summary = _build(raw, frames, tmp, splits_file, params.sample_rate, params.splits, params.seed, workers,
-                         progress)
+        summary = _build(
+            raw, frames, tmp, splits_file, params.sample_rate, params.splits, params.seed, workers, progress
+        )
     return summary
 
 
@@ -279,7 +281,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _build(
-    raw: Path, frames: Path, tmp: Path, splits_file: Path, sample_rate: int, ratios: dict, seed: int, workers: int,
+    raw: Path,
+    frames: Path,
+    tmp: Path,
+    splits_file: Path,
+    sample_rate: int,
+    ratios: dict,
+    seed: int,
+    workers: int,
     progress: bool,
 ) -> dict:
     if not raw.is_dir():

@@ -49,7 +49,13 @@ class Params:
 
 
 def build_video(
-    raw: Path, frames: Path, name: str, entry: dict, categories: dict[str, int], video_id: int, first_ann_id: int,
+    raw: Path,
+    frames: Path,
+    name: str,
+    entry: dict,
+    categories: dict[str, int],
+    video_id: int,
+    first_ann_id: int,
     min_track_frames: int,
 ) -> tuple[dict, list[dict], int]:
     """``(video record, track annotations, dropped tracks)`` for one video."""
@@ -95,8 +101,9 @@ def build_video(
     for track_id in sorted(annotations["tracks"], key=track_sort_key):
         category = annotations["tracks"][track_id]["category"]
         if category not in categories:
-            raise UserError(f"unknown category '{category}'; known: {sorted(categories)}", ann_path,
-                            f"track {track_id}")
+            raise UserError(
+                f"unknown category '{category}'; known: {sorted(categories)}", ann_path, f"track {track_id}"
+            )
         segmentations, bboxes, areas = [], [], []
         for frame in frame_list:
             key = str(frame["source_index"])

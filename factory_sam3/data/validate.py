@@ -49,8 +49,11 @@ class Params:
         if self.class_balance_ratio < 1:
             raise Invalid("class_balance_ratio", f"must be a number >= 1, got {self.class_balance_ratio!r}")
         if not 0 <= self.negatives_min <= self.negatives_max <= 1:
-            raise Invalid("negatives_min", "and negatives_max must be numbers with 0 <= min <= max <= 1, got "
-                          f"{self.negatives_min!r}, {self.negatives_max!r}")
+            raise Invalid(
+                "negatives_min",
+                "and negatives_max must be numbers with 0 <= min <= max <= 1, got "
+                f"{self.negatives_min!r}, {self.negatives_max!r}",
+            )
 
 
 @dataclass
@@ -124,9 +127,7 @@ def load_json(path: Path, report: Report, required: tuple[str, ...]) -> dict | N
     return data if ok else None
 
 
-def check_records(
-    path: Path, records: list, kind: str, required: dict[str, Any], report: Report
-) -> dict[int, dict]:
+def check_records(path: Path, records: list, kind: str, required: dict[str, Any], report: Report) -> dict[int, dict]:
     """Records that have every required key with the right type and a unique id, by id."""
     by_id: dict[int, dict] = {}
     for i, record in enumerate(records):
@@ -232,9 +233,7 @@ def inspect_image(path: str) -> tuple[str, Any]:
         return "bad", f"{type(err).__name__}: {err}"
 
 
-def inspect_images(
-    paths: list[str], workers: int, progress: bool, pixels: int = 0
-) -> dict[str, tuple[str, Any]]:
+def inspect_images(paths: list[str], workers: int, progress: bool, pixels: int = 0) -> dict[str, tuple[str, Any]]:
     """inspect_image for every path; ``pixels`` (their total declared size) decides on a process pool."""
     results = {}
     bar = tqdm(total=len(paths), desc="validate: decoding images", unit="img", disable=not progress)
@@ -298,8 +297,9 @@ def check_coco_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> d
         if problem:
             report.error(path, f"image {image['id']}", problem)
             continue
-        refs.append(ImageRef(str(split_dir / image["file_name"]), path, f"image {image['id']}",
-                             image["width"], image["height"]))
+        refs.append(
+            ImageRef(str(split_dir / image["file_name"]), path, f"image {image['id']}", image["width"], image["height"])
+        )
 
     annotations = check_records(path, data["annotations"], "annotation", ANNOTATION_KEYS, report)
     per_class: Counter = Counter()
@@ -313,16 +313,18 @@ def check_coco_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> d
         if ann["category_id"] not in categories:
             report.error(path, record, f"refers to missing category {ann['category_id']}")
             continue
-        check_instance(path, record, ann["segmentation"], ann["bbox"], ann["area"], image["width"], image["height"],
-                       report)
+        check_instance(
+            path, record, ann["segmentation"], ann["bbox"], ann["area"], image["width"], image["height"], report
+        )
         per_class[categories[ann["category_id"]]["name"]] += 1
         annotated_images.add(ann["image_id"])
     negatives = len(images) - len(annotated_images & set(images))
     return {
         "images": len(images),
         "annotations": len(annotations),
-        "per_class": {c["name"]: per_class.get(c["name"], 0)
-                      for c in sorted(categories.values(), key=lambda c: c["id"])},
+        "per_class": {
+            c["name"]: per_class.get(c["name"], 0) for c in sorted(categories.values(), key=lambda c: c["id"])
+        },
         "negatives": negatives,
         "negatives_share": round(negatives / len(images), 4) if images else 0.0,
     }

@@ -24,7 +24,8 @@ import contextlib
 import copy
 import io
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -134,9 +135,16 @@ def score_object(pred_masks: Iterable[np.ndarray], gt_masks: Iterable[np.ndarray
         raise ValueError("no frames to score")
     j = float(np.mean(js))
     f = float(np.mean(fs))
-    return {"J": j, "F": f, "J&F": (j + f) / 2, "frames": len(js),
-            "present_frames": len(present_j), "present_J_sum": float(sum(present_j)),
-            "absent_frames": len(absent_empty), "absent_empty": int(sum(absent_empty))}
+    return {
+        "J": j,
+        "F": f,
+        "J&F": (j + f) / 2,
+        "frames": len(js),
+        "present_frames": len(present_j),
+        "present_J_sum": float(sum(present_j)),
+        "absent_frames": len(absent_empty),
+        "absent_empty": int(sum(absent_empty)),
+    }
 
 
 def davis_scored_frames(prompt_frame: int, annotated_frames: Iterable[int]) -> list[int]:
@@ -160,8 +168,14 @@ def aggregate_objects(per_video: Mapping[Any, Sequence[Mapping[str, float]]]) ->
         return {}
     j = float(np.mean([o["J"] for o in objects]))
     f = float(np.mean([o["F"] for o in objects]))
-    result = {"J": j, "F": f, "J&F": (j + f) / 2, "videos": sum(1 for s in per_video.values() if s),
-              "objects": len(objects), "frames": int(sum(o["frames"] for o in objects))}
+    result = {
+        "J": j,
+        "F": f,
+        "J&F": (j + f) / 2,
+        "videos": sum(1 for s in per_video.values() if s),
+        "objects": len(objects),
+        "frames": int(sum(o["frames"] for o in objects)),
+    }
     # A diagnosis of J, frames pooled: J where the object is there, and how often the tracker predicts nothing
     # where it is gone (a tracker that never lets go of its object, or jumps to a look-alike, scores 0 there)
     present = sum(o.get("present_frames", 0) for o in objects)
@@ -172,8 +186,9 @@ def aggregate_objects(per_video: Mapping[Any, Sequence[Mapping[str, float]]]) ->
     return result
 
 
-def bootstrap_video_ci(per_video: Mapping[Any, Sequence[Mapping[str, float]]], samples: int = 1000,
-                       seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+def bootstrap_video_ci(
+    per_video: Mapping[Any, Sequence[Mapping[str, float]]], samples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, list[float]]:
     """Percentile bootstrap interval of the pooled J, F and J&F, resampling whole videos with replacement
     (objects of one video are not independent). Keys ``J_ci95`` etc.; empty without scored objects."""
     videos = [scores for scores in per_video.values() if scores]
@@ -183,9 +198,13 @@ def bootstrap_video_ci(per_video: Mapping[Any, Sequence[Mapping[str, float]]], s
     return _pooled_video_bootstrap(sums, np.array([len(v) for v in videos]), samples, seed, level)
 
 
-def bootstrap_gain_ci(before: Mapping[Any, Sequence[Mapping[str, float]]],
-                      after: Mapping[Any, Sequence[Mapping[str, float]]], samples: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict[str, list[float]]:
+def bootstrap_gain_ci(
+    before: Mapping[Any, Sequence[Mapping[str, float]]],
+    after: Mapping[Any, Sequence[Mapping[str, float]]],
+    samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, list[float]]:
     """Paired percentile bootstrap of ``after - before`` for the pooled J, F and J&F: both models are scored
     on the same resampled videos (same objects, same frames), so the interval is that of the difference,
     narrower than the two separate intervals suggest. Empty unless both scored the same videos and objects."""
@@ -194,13 +213,13 @@ def bootstrap_gain_ci(before: Mapping[Any, Sequence[Mapping[str, float]]],
         return {}
     if any(len(before[v]) != len(after[v]) for v in keys):
         return {}
-    diff = {k: np.array([sum(o[k] for o in after[v]) - sum(o[k] for o in before[v]) for v in keys])
-            for k in ("J", "F")}
+    diff = {k: np.array([sum(o[k] for o in after[v]) - sum(o[k] for o in before[v]) for v in keys]) for k in ("J", "F")}
     return _pooled_video_bootstrap(diff, np.array([len(before[v]) for v in keys]), samples, seed, level)
 
 
-def _pooled_video_bootstrap(sums: Mapping[str, np.ndarray], counts: np.ndarray, samples: int, seed: int,
-                            level: float) -> dict[str, list[float]]:
+def _pooled_video_bootstrap(
+    sums: Mapping[str, np.ndarray], counts: np.ndarray, samples: int, seed: int, level: float
+) -> dict[str, list[float]]:
     """Resample videos with replacement; per sample, the object-pooled mean of each per-video sum of J and F."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(counts), size=(samples, len(counts)))
@@ -222,8 +241,13 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
 # ----------------------------------------------------------------------------------------------
 
 
-def coco_ap(gt: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], iou_type: str = "segm",
-            bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+def coco_ap(
+    gt: Mapping[str, Any],
+    detections: Sequence[Mapping[str, Any]],
+    iou_type: str = "segm",
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """COCO AP, AP50, AP75 and per-class AP of ``detections`` against the COCO dict ``gt``.
 
     ``detections`` are COCO results: {"image_id", "category_id", "score", "segmentation" (RLE) and/or
@@ -237,8 +261,11 @@ def coco_ap(gt: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], iou_
         evaluator.accumulate()
         evaluator.summarize()
     stats = evaluator.stats
-    result: dict[str, Any] = {"AP": _none_if_missing(stats[0]), "AP50": _none_if_missing(stats[1]),
-                              "AP75": _none_if_missing(stats[2])}
+    result: dict[str, Any] = {
+        "AP": _none_if_missing(stats[0]),
+        "AP50": _none_if_missing(stats[1]),
+        "AP75": _none_if_missing(stats[2]),
+    }
     # precision[T, R, K, A, M]: IoU thresholds x recall points x classes x area ranges x maxDets.
     precision = evaluator.eval["precision"]
     area_all = evaluator.params.areaRngLbl.index("all")
@@ -295,8 +322,9 @@ def resampled_ap(evaluator, picks: Sequence[int]) -> float | None:
     resampled = copy.copy(evaluator)
     resampled._paramsEval = params
     resampled.params = params
-    resampled.evalImgs = [evaluator.evalImgs[(k * n_area + a) * n_img + i]
-                          for k in range(n_cat) for a in range(n_area) for i in picks]
+    resampled.evalImgs = [
+        evaluator.evalImgs[(k * n_area + a) * n_img + i] for k in range(n_cat) for a in range(n_area) for i in picks
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         resampled.accumulate(params)
     precision = resampled.eval["precision"][:, :, :, params.areaRngLbl.index("all"), -1]
@@ -317,8 +345,11 @@ def _load_results(coco_gt, detections: Sequence[Mapping[str, Any]], iou_type: st
         return coco_gt.loadRes(detections)
     # pycocotools' loadRes cannot take an empty list: build an empty result set instead.
     empty = COCO()
-    empty.dataset = {"images": list(coco_gt.dataset["images"]),
-                     "categories": copy.deepcopy(coco_gt.dataset["categories"]), "annotations": []}
+    empty.dataset = {
+        "images": list(coco_gt.dataset["images"]),
+        "categories": copy.deepcopy(coco_gt.dataset["categories"]),
+        "annotations": [],
+    }
     empty.createIndex()
     return empty
 
@@ -350,8 +381,9 @@ def ytvis_map(gt: Mapping[str, Any], tracks: Sequence[Mapping[str, Any]]) -> dic
     from factory_sam3.formats.ytvis import ANNOTATED_FRAMES
 
     gt = copy.deepcopy(dict(gt))
-    scored_frames = {int(v["id"]): set(int(t) for t in v[ANNOTATED_FRAMES])
-                     for v in gt["videos"] if ANNOTATED_FRAMES in v}
+    scored_frames = {
+        int(v["id"]): set(int(t) for t in v[ANNOTATED_FRAMES]) for v in gt["videos"] if ANNOTATED_FRAMES in v
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         ytvis_gt = YTVIS(ignore_gt_cats=False)
         ytvis_gt.dataset = gt
@@ -364,23 +396,32 @@ def ytvis_map(gt: Mapping[str, Any], tracks: Sequence[Mapping[str, Any]]) -> dic
                 segs = [s if t in keep else None for t, s in enumerate(segs)]
             bboxes = [None if s is None else [float(x) for x in mask_util.toBbox(s)] for s in segs]
             areas = [0 if s is None else int(mask_util.area(s)) for s in segs]
-            results.append({"image_id": int(track["video_id"]), "category_id": int(track["category_id"]),
-                            "score": float(track["score"]), "segmentations": segs, "bboxes": bboxes,
-                            "areas": areas})
+            results.append(
+                {
+                    "image_id": int(track["video_id"]),
+                    "category_id": int(track["category_id"]),
+                    "score": float(track["score"]),
+                    "segmentations": segs,
+                    "bboxes": bboxes,
+                    "areas": areas,
+                }
+            )
         if results:
             ytvis_dt = ytvis_gt.loadRes(results)
         else:
             ytvis_dt = YTVIS(ignore_gt_cats=False)
-            ytvis_dt.dataset = {"videos": list(ytvis_gt.dataset["images"]),
-                                "categories": copy.deepcopy(ytvis_gt.dataset["categories"]), "annotations": []}
+            ytvis_dt.dataset = {
+                "videos": list(ytvis_gt.dataset["images"]),
+                "categories": copy.deepcopy(ytvis_gt.dataset["categories"]),
+                "annotations": [],
+            }
             ytvis_dt.createIndex()
         evaluator = YTVISeval(ytvis_gt, ytvis_dt, iouType="segm")
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     stats = evaluator.stats
-    return {"mAP": _none_if_missing(stats[0]), "AP50": _none_if_missing(stats[1]),
-            "AP75": _none_if_missing(stats[2])}
+    return {"mAP": _none_if_missing(stats[0]), "AP50": _none_if_missing(stats[1]), "AP75": _none_if_missing(stats[2])}
 
 
 # ----------------------------------------------------------------------------------------------

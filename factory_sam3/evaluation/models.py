@@ -15,11 +15,9 @@ only adapts it to the runner's protocol.
 
 from __future__ import annotations
 
-import inspect
-import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -44,10 +42,17 @@ def image_predictor(model, min_score: float = 0.0) -> PredictImage:
     def predict(image: np.ndarray, class_names) -> list[dict]:
         out = []
         # score_threshold=min_score: keep low-scoring detections, COCO AP ranks them (the default 0.5 would bias it)
-        for category, score, mask, box in predict_image(model, Image.fromarray(image), list(class_names),
-                                                        score_threshold=min_score):
-            out.append({"category": category, "score": float(score), "mask": np.asarray(mask, dtype=bool),
-                        "box": [float(v) for v in box]})
+        for category, score, mask, box in predict_image(
+            model, Image.fromarray(image), list(class_names), score_threshold=min_score
+        ):
+            out.append(
+                {
+                    "category": category,
+                    "score": float(score),
+                    "mask": np.asarray(mask, dtype=bool),
+                    "box": [float(v) for v in box],
+                }
+            )
         return out
 
     return predict
@@ -69,8 +74,15 @@ def starting_image_model(profile: str, model_params: dict, device: str, resoluti
     return build_image_model(profile, checkpoint=checkpoint, device=device, train=False, resolution=resolution)
 
 
-def starting_video_model(profile: str, model_params: dict, device: str, seed: int = 0,
-                         resolution: int | None = None, tiny_tracker=None, stage1_dir: Path | None = None):
+def starting_video_model(
+    profile: str,
+    model_params: dict,
+    device: str,
+    seed: int = 0,
+    resolution: int | None = None,
+    tiny_tracker=None,
+    stage1_dir: Path | None = None,
+):
     """The video model of ``profile`` before Stage 2, in eval mode: the starting tracker with the starting
     detector and image trunk, or with Stage 1's when ``stage1_dir`` is given (the model Stage 2 trains from:
     same builder, seed and initialisation as factory_sam3.training.stage2)."""
@@ -89,8 +101,15 @@ def starting_video_model(profile: str, model_params: dict, device: str, seed: in
 LABELS = ("baseline", "stage1", "finetuned")
 
 
-def load_pair(label: str, model_params: dict, device: str, stage1_dir: Path, stage2_dir: Path,
-              video_seed: int = 0, min_score: float = 0.0) -> ModelPair:
+def load_pair(
+    label: str,
+    model_params: dict,
+    device: str,
+    stage1_dir: Path,
+    stage2_dir: Path,
+    video_seed: int = 0,
+    min_score: float = 0.0,
+) -> ModelPair:
     """Build the image model and video model of ``label`` (one of :data:`LABELS`) for ``model.profile``."""
     from factory_sam3.models import video as video_models
 
@@ -109,9 +128,14 @@ def load_pair(label: str, model_params: dict, device: str, stage1_dir: Path, sta
     stage1_info = _read_json(Path(stage1_dir) / "stage1.json")
     stage2_config = _read_json(Path(stage2_dir) / "config.json")
     resolution = stage1_info.get("resolution") if profile == "tiny" else None
-    video_resolution = (stage2_config.get("detector", {}).get("resolution") or resolution) if profile == "tiny" else None
-    tiny_tracker = (video_models.TinyTrackerConfig(**stage2_config["tracker"])
-                    if profile == "tiny" and "tracker" in stage2_config else None)
+    video_resolution = (
+        (stage2_config.get("detector", {}).get("resolution") or resolution) if profile == "tiny" else None
+    )
+    tiny_tracker = (
+        video_models.TinyTrackerConfig(**stage2_config["tracker"])
+        if profile == "tiny" and "tracker" in stage2_config
+        else None
+    )
     if profile == "tiny":
         from factory_sam3.models import pretrained
 
@@ -121,14 +145,19 @@ def load_pair(label: str, model_params: dict, device: str, stage1_dir: Path, sta
     if label == "baseline":
         image_model = starting_image_model(profile, model_params, device, resolution)
         video_model = starting_video_model(profile, model_params, device, video_seed, video_resolution, tiny_tracker)
-        source = {"image": f"{start} (as Stage 1 starts)",
-                  "video": f"{start} (seed {video_seed}: detector and tracker as the profile starts)"}
+        source = {
+            "image": f"{start} (as Stage 1 starts)",
+            "video": f"{start} (seed {video_seed}: detector and tracker as the profile starts)",
+        }
     else:  # stage1
         image_model = _load_stage1(stage1_dir, profile, device)
-        video_model = starting_video_model(profile, model_params, device, video_seed, video_resolution, tiny_tracker,
-                                           stage1_dir=Path(stage1_dir))
-        source = {"image": str(stage1_dir),
-                  "video": f"{stage1_dir} detector + {start} tracker (seed {video_seed}, as Stage 2 starts)"}
+        video_model = starting_video_model(
+            profile, model_params, device, video_seed, video_resolution, tiny_tracker, stage1_dir=Path(stage1_dir)
+        )
+        source = {
+            "image": str(stage1_dir),
+            "video": f"{stage1_dir} detector + {start} tracker (seed {video_seed}, as Stage 2 starts)",
+        }
     return ModelPair(label, image_predictor(image_model, min_score), video_tracker(video_model), source)
 
 

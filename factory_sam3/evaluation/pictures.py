@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -16,8 +16,16 @@ from factory_sam3.io import atomic_file
 
 # One colour per class (by category order) and per tracked object; readable on dark and light frames.
 PALETTE = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 190),
 ]
 
 
@@ -25,8 +33,9 @@ def colour(index: int) -> tuple[int, int, int]:
     return PALETTE[index % len(PALETTE)]
 
 
-def draw_masks(image: np.ndarray, masks: Sequence[tuple[np.ndarray, tuple[int, int, int]]],
-               alpha: float = 0.45) -> np.ndarray:
+def draw_masks(
+    image: np.ndarray, masks: Sequence[tuple[np.ndarray, tuple[int, int, int]]], alpha: float = 0.45
+) -> np.ndarray:
     """Blend each (mask, rgb) onto an RGB uint8 image and trace its contour (2 px, full colour)."""
     out = np.ascontiguousarray(image, dtype=np.uint8).copy()
     for mask, rgb in masks:
@@ -40,8 +49,14 @@ def draw_masks(image: np.ndarray, masks: Sequence[tuple[np.ndarray, tuple[int, i
     return out
 
 
-def overlay_figure(image: np.ndarray, gt: Sequence[Mapping], pred: Sequence[Mapping], class_names: Sequence[str],
-                   out_path: str | os.PathLike, title: str = "") -> Path:
+def overlay_figure(
+    image: np.ndarray,
+    gt: Sequence[Mapping],
+    pred: Sequence[Mapping],
+    class_names: Sequence[str],
+    out_path: str | os.PathLike,
+    title: str = "",
+) -> Path:
     """Save a PNG: ground truth (left) beside prediction (right), coloured per class, with a legend.
 
     ``gt`` / ``pred`` are instances {"category": name, "mask": HxW bool, "score": float (pred only)}.
@@ -55,8 +70,9 @@ def overlay_figure(image: np.ndarray, gt: Sequence[Mapping], pred: Sequence[Mapp
     class_colour = {name: colour(i) for i, name in enumerate(class_names)}
 
     def painted(instances):
-        return draw_masks(image, [(inst["mask"], class_colour.get(inst["category"], (255, 255, 255)))
-                                  for inst in instances])
+        return draw_masks(
+            image, [(inst["mask"], class_colour.get(inst["category"], (255, 255, 255))) for inst in instances]
+        )
 
     height, width = image.shape[:2]
     fig, axes = plt.subplots(1, 2, figsize=(2 * max(3.0, width / 80), max(2.6, height / 80) + 0.8), dpi=100)
@@ -67,8 +83,14 @@ def overlay_figure(image: np.ndarray, gt: Sequence[Mapping], pred: Sequence[Mapp
     for inst in pred:  # scores beside each predicted instance
         ys, xs = np.nonzero(inst["mask"])
         if len(xs) and "score" in inst:
-            axes[1].text(xs.min(), max(ys.min() - 2, 0), f"{inst['score']:.2f}", fontsize=6, color="white",
-                         bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "linewidth": 0})
+            axes[1].text(
+                xs.min(),
+                max(ys.min() - 2, 0),
+                f"{inst['score']:.2f}",
+                fontsize=6,
+                color="white",
+                bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "linewidth": 0},
+            )
     handles = [Patch(color=np.array(class_colour[n]) / 255, label=n) for n in class_names]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     if title:
@@ -81,9 +103,14 @@ def overlay_figure(image: np.ndarray, gt: Sequence[Mapping], pred: Sequence[Mapp
     return out_path
 
 
-def tracking_gif(frames: Sequence[np.ndarray], gt: Mapping[str, Sequence[np.ndarray | None]],
-                 pred: Mapping[str, Sequence[np.ndarray | None]], out_path: str | os.PathLike,
-                 labels: Mapping[str, str] | None = None, fps: float = 5.0) -> Path:
+def tracking_gif(
+    frames: Sequence[np.ndarray],
+    gt: Mapping[str, Sequence[np.ndarray | None]],
+    pred: Mapping[str, Sequence[np.ndarray | None]],
+    out_path: str | os.PathLike,
+    labels: Mapping[str, str] | None = None,
+    fps: float = 5.0,
+) -> Path:
     """Save a GIF: per frame, ground truth (left) beside the tracked prediction (right).
 
     ``gt`` / ``pred`` map an object id to one mask (or None) per frame; an object keeps its colour.
@@ -97,8 +124,7 @@ def tracking_gif(frames: Sequence[np.ndarray], gt: Mapping[str, Sequence[np.ndar
     for t, frame in enumerate(frames):
         halves = []
         for masks in (gt, pred):
-            painted = draw_masks(frame, [(m[t], object_colour[obj]) for obj, m in masks.items()
-                                         if m[t] is not None])
+            painted = draw_masks(frame, [(m[t], object_colour[obj]) for obj, m in masks.items() if m[t] is not None])
             halves.append(painted)
         gap = np.full((frame.shape[0], 4, 3), 255, dtype=np.uint8)
         picture = Image.fromarray(np.concatenate([halves[0], gap, halves[1]], axis=1))
@@ -117,8 +143,9 @@ def tracking_gif(frames: Sequence[np.ndarray], gt: Mapping[str, Sequence[np.ndar
         raise ValueError("no frames to draw")
     out_path = Path(out_path)
     with atomic_file(out_path, "wb") as handle:
-        pictures[0].save(handle, format="GIF", save_all=True, append_images=pictures[1:],
-                         duration=int(1000 / fps), loop=0)
+        pictures[0].save(
+            handle, format="GIF", save_all=True, append_images=pictures[1:], duration=int(1000 / fps), loop=0
+        )
     return out_path
 
 
@@ -135,8 +162,9 @@ def read_loss_csv(path: str | os.PathLike) -> dict[str, list[float]]:
     return columns
 
 
-def loss_curves(csv_paths: Mapping[str, str | os.PathLike], out_path: str | os.PathLike,
-                y: str = "loss", x: str = "step") -> Path | None:
+def loss_curves(
+    csv_paths: Mapping[str, str | os.PathLike], out_path: str | os.PathLike, y: str = "loss", x: str = "step"
+) -> Path | None:
     """Plot the ``y`` column of each existing CSV against ``x`` (one panel per stage); None if none exist."""
     import matplotlib
 
@@ -157,7 +185,7 @@ def loss_curves(csv_paths: Mapping[str, str | os.PathLike], out_path: str | os.P
         if len(ys) >= 10:  # a moving average makes the trend readable through per-step noise
             window = max(5, len(ys) // 20)
             smooth = np.convolve(ys, np.ones(window) / window, mode="valid")
-            axis.plot(xs[window - 1:], smooth, linewidth=1.6, label=f"{y} (mean of {window})")
+            axis.plot(xs[window - 1 :], smooth, linewidth=1.6, label=f"{y} (mean of {window})")
         axis.set_title(name, fontsize=10)
         axis.set_xlabel(x)
         axis.set_ylabel(y)

@@ -22,9 +22,10 @@ code not timed). Every number comes with its n (images, instances, videos, objec
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,23 +45,23 @@ Track = Callable[[Sequence[np.ndarray], Mapping[Any, tuple[int, np.ndarray]]], M
 
 @dataclass
 class EvalSettings:
-    max_images: int = 0            # 0 = every test image
-    max_videos: int = 0            # 0 = every test video
-    max_detections: int = 100      # per image, highest scores first (COCO's maxDets)
-    min_score: float = 0.0         # detections below are dropped before AP
+    max_images: int = 0  # 0 = every test image
+    max_videos: int = 0  # 0 = every test video
+    max_detections: int = 100  # per image, highest scores first (COCO's maxDets)
+    min_score: float = 0.0  # detections below are dropped before AP
     overlay_min_score: float = 0.5  # predictions drawn in the overlays
     num_overlays: int = 4
     gif_frames: int = 24
-    vis: bool = True               # text-prompted video instance segmentation (detector + tracker)
-    vis_keyframe_stride: int = 8   # the detector looks for new objects every N-th frame
+    vis: bool = True  # text-prompted video instance segmentation (detector + tracker)
+    vis_keyframe_stride: int = 8  # the detector looks for new objects every N-th frame
     vis_min_score: float | None = 0.5  # detections that start a track (None: calibrated on the valid split)
-    vis_max_tracks: int = 20       # per video
+    vis_max_tracks: int = 20  # per video
     bootstrap_samples: int = 1000  # resamples for the J / F / J&F interval (over videos); 0 = none
     bootstrap_samples_images: int = 200  # resamples for the segm AP interval (over images); 0 = none
     bootstrap_seed: int = 0
     pictures_dir: Path | None = None
-    label: str = ""                # "baseline" / "finetuned": names the pictures
-    progress: bool = True          # progress bars (off in pool workers: their bars would overwrite each other)
+    label: str = ""  # "baseline" / "finetuned": names the pictures
+    progress: bool = True  # progress bars (off in pool workers: their bars would overwrite each other)
 
 
 def _read_rgb(path: Path, file: Path, record: str) -> np.ndarray:
@@ -112,8 +113,7 @@ def evaluate_images(predict_image: PredictImage, split_dir: str | Path, settings
     overlays: list[str] = []
     # pictures of the first images that show something (a negative makes a dull overlay)
     overlay_ids = [im["id"] for im in images if by_image.get(im["id"])][: settings.num_overlays]
-    for image_info in tqdm(images, desc=f"images {settings.label}".strip(), leave=False,
-                 disable=not settings.progress):
+    for image_info in tqdm(images, desc=f"images {settings.label}".strip(), leave=False, disable=not settings.progress):
         record = f"image {image_info['id']} ({image_info['file_name']})"
         image = _read_rgb(split_dir / image_info["file_name"], ann_file, record)
         start = time.perf_counter()
@@ -131,30 +131,57 @@ def evaluate_images(predict_image: PredictImage, split_dir: str | Path, settings
             rle = mask_to_rle(mask)
             # bbox AP scores the model's own box where it has one (SAM3's box head), else the mask's
             box = pred.get("box")
-            bbox = _mask_bbox(mask) if box is None else [float(box[0]), float(box[1]), float(box[2] - box[0]),
-                                                         float(box[3] - box[1])]
-            detections.append({"image_id": image_info["id"], "category_id": name_to_id[pred["category"]],
-                               "score": float(pred["score"]), "segmentation": rle, "bbox": bbox})
+            bbox = (
+                _mask_bbox(mask)
+                if box is None
+                else [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
+            )
+            detections.append(
+                {
+                    "image_id": image_info["id"],
+                    "category_id": name_to_id[pred["category"]],
+                    "score": float(pred["score"]),
+                    "segmentation": rle,
+                    "bbox": bbox,
+                }
+            )
         if settings.pictures_dir is not None and image_info["id"] in overlay_ids:
             h, w = image.shape[:2]
-            gt_instances = [{"category": id_to_name[a["category_id"]],
-                             "mask": _decode(a["segmentation"], h, w, ann_file, f"annotation {a['id']}")}
-                            for a in by_image.get(image_info["id"], [])]
-            shown = [{"category": p["category"], "mask": np.asarray(p["mask"], bool), "score": float(p["score"])}
-                     for p in predictions if float(p["score"]) >= settings.overlay_min_score]
+            gt_instances = [
+                {
+                    "category": id_to_name[a["category_id"]],
+                    "mask": _decode(a["segmentation"], h, w, ann_file, f"annotation {a['id']}"),
+                }
+                for a in by_image.get(image_info["id"], [])
+            ]
+            shown = [
+                {"category": p["category"], "mask": np.asarray(p["mask"], bool), "score": float(p["score"])}
+                for p in predictions
+                if float(p["score"]) >= settings.overlay_min_score
+            ]
             number = overlay_ids.index(image_info["id"])
             path = Path(settings.pictures_dir) / f"overlay_{settings.label or 'model'}_{number:02d}.png"
-            overlay_figure(image, gt_instances, shown, class_names, path,
-                           title=f"{settings.label}: {image_info['file_name']} (predictions >= "
-                                 f"{settings.overlay_min_score:g})")
+            overlay_figure(
+                image,
+                gt_instances,
+                shown,
+                class_names,
+                path,
+                title=f"{settings.label}: {image_info['file_name']} (predictions >= {settings.overlay_min_score:g})",
+            )
             overlays.append(str(path))
 
-    segm = metrics.coco_ap(gt, detections, "segm", bootstrap=settings.bootstrap_samples_images,
-                           seed=settings.bootstrap_seed)
+    segm = metrics.coco_ap(
+        gt, detections, "segm", bootstrap=settings.bootstrap_samples_images, seed=settings.bootstrap_seed
+    )
     bbox = metrics.coco_ap(gt, detections, "bbox")
     result: dict[str, Any] = {
-        "segm_AP": segm["AP"], "segm_AP50": segm["AP50"], "segm_AP75": segm["AP75"],
-        "bbox_AP": bbox["AP"], "bbox_AP50": bbox["AP50"], "bbox_AP75": bbox["AP75"],
+        "segm_AP": segm["AP"],
+        "segm_AP50": segm["AP50"],
+        "segm_AP75": segm["AP75"],
+        "bbox_AP": bbox["AP"],
+        "bbox_AP50": bbox["AP50"],
+        "bbox_AP75": bbox["AP75"],
         "segm_AP_per_class": segm["per_class"],
         "images": len(images),
         "instances": len(gt["annotations"]),
@@ -202,8 +229,7 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
     frames_tracked = 0
     model_seconds = 0.0
     gif = None
-    for video in tqdm(videos, desc=f"videos {settings.label}".strip(), leave=False,
-                 disable=not settings.progress):
+    for video in tqdm(videos, desc=f"videos {settings.label}".strip(), leave=False, disable=not settings.progress):
         h, w = int(video["height"]), int(video["width"])
         tracks = [a for a in gt["annotations"] if a["video_id"] == video["id"]]
         gt_masks: dict[int, list[np.ndarray | None]] = {}
@@ -221,8 +247,9 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
         if not prompts:
             continue
         annotated = _annotated_frames(video, tracks, ann_file)
-        frames = [_read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}")
-                  for name in video["file_names"]]
+        frames = [
+            _read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}") for name in video["file_names"]
+        ]
         start = time.perf_counter()
         predicted = track(frames, prompts)
         model_seconds += time.perf_counter() - start
@@ -237,26 +264,39 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
             # DAVIS: annotated frames after the prompt, not the last; absent there = empty ground truth
             scored = metrics.davis_scored_frames(prompts[obj_id][0], annotated)
             if scored:
-                scores.append(metrics.score_object(
-                    [empty if pred[t] is None else np.asarray(pred[t], dtype=bool) for t in scored],
-                    [empty if masks[t] is None else masks[t] for t in scored]))
+                scores.append(
+                    metrics.score_object(
+                        [empty if pred[t] is None else np.asarray(pred[t], dtype=bool) for t in scored],
+                        [empty if masks[t] is None else masks[t] for t in scored],
+                    )
+                )
         per_video[video["id"]] = scores
         if gif is None and settings.pictures_dir is not None:
             count = min(len(frames), settings.gif_frames)
-            labels = {obj: f"{id_to_name[next(a for a in tracks if a['id'] == obj)['category_id']]} #{obj}"
-                      for obj in gt_masks}
-            gif = tracking_gif(frames[:count], {o: m[:count] for o, m in gt_masks.items()},
-                               {o: list(predicted.get(o, [None] * len(frames)))[:count] for o in gt_masks},
-                               Path(settings.pictures_dir) / f"tracking_{settings.label or 'model'}.gif",
-                               labels=labels)
+            labels = {
+                obj: f"{id_to_name[next(a for a in tracks if a['id'] == obj)['category_id']]} #{obj}"
+                for obj in gt_masks
+            }
+            gif = tracking_gif(
+                frames[:count],
+                {o: m[:count] for o, m in gt_masks.items()},
+                {o: list(predicted.get(o, [None] * len(frames)))[:count] for o in gt_masks},
+                Path(settings.pictures_dir) / f"tracking_{settings.label or 'model'}.gif",
+                labels=labels,
+            )
     summary = metrics.aggregate_objects(per_video)
     result = {
-        "J": summary.get("J"), "F": summary.get("F"), "J&F": summary.get("J&F"),
+        "J": summary.get("J"),
+        "F": summary.get("F"),
+        "J&F": summary.get("J&F"),
         **metrics.bootstrap_video_ci(per_video, settings.bootstrap_samples, settings.bootstrap_seed),
-        "videos": summary.get("videos", 0), "objects": summary.get("objects", 0),
+        "videos": summary.get("videos", 0),
+        "objects": summary.get("objects", 0),
         "frames": summary.get("frames", 0),
-        "J_present": summary.get("J_present"), "empty_when_absent": summary.get("empty_when_absent"),
-        "present_frames": summary.get("present_frames", 0), "absent_frames": summary.get("absent_frames", 0),
+        "J_present": summary.get("J_present"),
+        "empty_when_absent": summary.get("empty_when_absent"),
+        "present_frames": summary.get("present_frames", 0),
+        "absent_frames": summary.get("absent_frames", 0),
         "frames_per_s": frames_tracked / model_seconds if model_seconds > 0 else None,
     }
     return {"metrics": result, "per_video": per_video, "pictures": [str(gif)] if gif else []}
@@ -265,8 +305,11 @@ def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings)
 def _annotated_frames(video: Mapping[str, Any], tracks: Sequence[Mapping[str, Any]], ann_file: Path) -> list[int]:
     frames = ytvis_format.annotated_frames(video, tracks)
     if frames and not (0 <= frames[0] and frames[-1] < len(video["file_names"])):
-        raise UserError(f"'{ytvis_format.ANNOTATED_FRAMES}' lists frames outside 0..{len(video['file_names']) - 1}",
-                        ann_file, f"video {video['id']}")
+        raise UserError(
+            f"'{ytvis_format.ANNOTATED_FRAMES}' lists frames outside 0..{len(video['file_names']) - 1}",
+            ann_file,
+            f"video {video['id']}",
+        )
     return frames
 
 
@@ -280,11 +323,12 @@ def empty_tracker(frames, prompts):
     return {obj: [None] * len(frames) for obj in prompts}
 
 
-# ---------------------------------------------------------------------------------------------- video instance segmentation
+# ------------------------------------------------------------------------------ video instance segmentation
 
 
-def evaluate_vis(predict_image: PredictImage, track: Track, split_dir: str | Path,
-                 settings: EvalSettings) -> dict[str, Any]:
+def evaluate_vis(
+    predict_image: PredictImage, track: Track, split_dir: str | Path, settings: EvalSettings
+) -> dict[str, Any]:
     """Text-prompted video instance segmentation, scored with YTVIS mAP (sam3.eval.ytvis_eval).
 
     The detect-then-track loop is ``factory_sam3.inference.vis`` (the one ``predict`` runs). Its detection
@@ -303,26 +347,42 @@ def evaluate_vis(predict_image: PredictImage, track: Track, split_dir: str | Pat
         calibration = vis.calibrate_on_split(predict_image, split_dir.parent / "valid", class_names)
         min_score, note = calibration.min_score, calibration.reason
         if min_score is None:
-            return {"metrics": {"vis_mAP": None, "vis_AP50": None, "vis_tracks": 0, "vis_min_score": None,
-                                "vis_note": note}, "masklets": []}
-    vis_settings = vis.VisSettings(keyframe_stride=settings.vis_keyframe_stride, min_score=min_score,
-                                   max_tracks=settings.vis_max_tracks)
+            return {
+                "metrics": {
+                    "vis_mAP": None,
+                    "vis_AP50": None,
+                    "vis_tracks": 0,
+                    "vis_min_score": None,
+                    "vis_note": note,
+                },
+                "masklets": [],
+            }
+    vis_settings = vis.VisSettings(
+        keyframe_stride=settings.vis_keyframe_stride, min_score=min_score, max_tracks=settings.vis_max_tracks
+    )
     masklets: list[dict] = []
-    for video in tqdm(videos, desc=f"vis {settings.label}".strip(), leave=False,
-                 disable=not settings.progress):
+    for video in tqdm(videos, desc=f"vis {settings.label}".strip(), leave=False, disable=not settings.progress):
         collector = vis.MaskletCollector()
-        frames = (_read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}")
-                  for name in video["file_names"])
+        frames = (
+            _read_rgb(split_dir / name, ann_file, f"video {video['id']} frame {name}") for name in video["file_names"]
+        )
         session = vis.tracker_session(track, len(video["file_names"]))
         for result in vis.segment_video(frames, predict_image, session, class_names, vis_settings):
             collector.add(result)
         masklets += collector.masklets(video["id"], name_to_id)
     ytvis = metrics.ytvis_map(gt, masklets)  # on annotated frames only
-    annotated = sum(len(_annotated_frames(v, [a for a in gt["annotations"] if a["video_id"] == v["id"]], ann_file))
-                    for v in videos)
-    result = {"vis_mAP": ytvis["mAP"], "vis_AP50": ytvis["AP50"], "vis_tracks": len(masklets),
-              "vis_min_score": min_score, "vis_videos": len(videos), "vis_gt_tracks": len(gt["annotations"]),
-              "vis_annotated_frames": annotated}
+    annotated = sum(
+        len(_annotated_frames(v, [a for a in gt["annotations"] if a["video_id"] == v["id"]], ann_file)) for v in videos
+    )
+    result = {
+        "vis_mAP": ytvis["mAP"],
+        "vis_AP50": ytvis["AP50"],
+        "vis_tracks": len(masklets),
+        "vis_min_score": min_score,
+        "vis_videos": len(videos),
+        "vis_gt_tracks": len(gt["annotations"]),
+        "vis_annotated_frames": annotated,
+    }
     if note:
         result["vis_note"] = note
     return {"metrics": result, "masklets": masklets}

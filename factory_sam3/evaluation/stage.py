@@ -42,37 +42,48 @@ import dataclasses
 import functools
 import math
 import os
-import shutil
 import time
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from pathlib import Path
+from typing import Any, Literal
 
-from factory_sam3 import layout
-from factory_sam3 import config
-from factory_sam3.config import PARAMS_FILE, Invalid, ModelParams, as_params_dict, section
+from factory_sam3 import config, layout
+from factory_sam3.config import PARAMS_FILE, Invalid, ModelParams, section
 from factory_sam3.config import load as load_params
-from factory_sam3.io import atomic_dir, write_json
 from factory_sam3.data import parallel
 from factory_sam3.errors import UserError, cli_entry
 from factory_sam3.evaluation import metrics as metric_code
 from factory_sam3.evaluation.models import LABELS
 from factory_sam3.evaluation.pictures import loss_curves
-from factory_sam3.evaluation.runner import (EvalSettings, copy_prompt_tracker, empty_tracker, evaluate_images,
-                                            evaluate_videos, evaluate_vis)
+from factory_sam3.evaluation.runner import (
+    EvalSettings,
+    copy_prompt_tracker,
+    empty_tracker,
+    evaluate_images,
+    evaluate_videos,
+    evaluate_vis,
+)
+from factory_sam3.io import atomic_dir, write_json
 
 METRICS_FILE = layout.METRICS / "evaluate.json"
 PICTURES_DIR = Path("reports") / "evaluate"
 DETAILS_FILE = Path("reports") / "evaluate_details.json"
-LOSS_CSVS = {"Stage 1 (image)": layout.PLOTS / "train_stage1_loss.csv",
-             "Stage 2 (video)": layout.PLOTS / "train_stage2_loss.csv"}
+LOSS_CSVS = {
+    "Stage 1 (image)": layout.PLOTS / "train_stage1_loss.csv",
+    "Stage 2 (video)": layout.PLOTS / "train_stage2_loss.csv",
+}
 VIDEO_ONLY = ("stage1",)  # its image model is the Stage 1 export, scored under "finetuned"
 # compared in "gain": higher is better for all of them
 GAIN_KEYS = ("segm_AP", "segm_AP50", "bbox_AP", "J", "F", "J&F", "J_present", "empty_when_absent", "vis_mAP")
 VIDEO_GAIN_KEYS = ("J", "F", "J&F", "J_present", "empty_when_absent", "vis_mAP")
 # (key in metrics/evaluate.json, after, before): what each step of the pipeline changed
-GAINS = (("gain", "finetuned", "baseline"), ("gain_stage1", "stage1", "baseline"),
-         ("gain_stage2", "finetuned", "stage1"))
+GAINS = (
+    ("gain", "finetuned", "baseline"),
+    ("gain_stage1", "stage1", "baseline"),
+    ("gain_stage2", "finetuned", "stage1"),
+)
+
 
 @dataclass(frozen=True)
 class EvaluateParams:
@@ -89,7 +100,7 @@ class EvaluateParams:
     vis_keyframe_stride: int
     vis_min_score: Literal["auto"] | float  # auto: calibrated on the validation split (factory_sam3.inference.vis)
     vis_max_tracks: int
-    device: str | None                     # None: model.device
+    device: str | None  # None: model.device
     cpu_threads: int
     workers: int
     bootstrap_samples: int
@@ -98,8 +109,16 @@ class EvaluateParams:
     mlflow: bool
 
     def check(self) -> None:
-        for key in ("max_images", "max_videos", "num_overlays", "cpu_threads", "workers", "bootstrap_samples",
-                    "bootstrap_samples_images", "bootstrap_seed"):
+        for key in (
+            "max_images",
+            "max_videos",
+            "num_overlays",
+            "cpu_threads",
+            "workers",
+            "bootstrap_samples",
+            "bootstrap_samples_images",
+            "bootstrap_seed",
+        ):
             if getattr(self, key) < 0:
                 raise Invalid(key, f"must be an integer >= 0, got {getattr(self, key)!r}")
         for key in ("max_detections", "gif_frames", "vis_keyframe_stride", "vis_max_tracks"):
@@ -109,7 +128,11 @@ class EvaluateParams:
             value = getattr(self, key)
             if value != "auto" and not 0 <= value <= 1:
                 raise Invalid(key, f"must be a number in [0, 1]{' or auto' * (key == 'vis_min_score')}, got {value!r}")
-        if self.device is not None and self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+        if (
+            self.device is not None
+            and self.device not in ("auto", "cpu", "cuda")
+            and not self.device.startswith("cuda:")
+        ):
             raise Invalid("device", f"must be null (model.device), auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
@@ -121,16 +144,24 @@ def evaluate_params(section: Any, params_file: str | os.PathLike = PARAMS_FILE) 
 
 
 def settings_for(params: Mapping[str, Any], label: str, pictures_dir: Path | None) -> EvalSettings:
-    return EvalSettings(max_images=params["max_images"], max_videos=params["max_videos"],
-                        max_detections=params["max_detections"], min_score=float(params["min_score"]),
-                        overlay_min_score=float(params["overlay_min_score"]), num_overlays=params["num_overlays"],
-                        gif_frames=params["gif_frames"], pictures_dir=pictures_dir, label=label,
-                        vis=params["vis"], vis_keyframe_stride=params["vis_keyframe_stride"],
-                        vis_min_score=None if params["vis_min_score"] == "auto" else float(params["vis_min_score"]),
-                        vis_max_tracks=params["vis_max_tracks"],
-                        bootstrap_samples=params["bootstrap_samples"],
-                        bootstrap_samples_images=params["bootstrap_samples_images"],
-                        bootstrap_seed=params["bootstrap_seed"])
+    return EvalSettings(
+        max_images=params["max_images"],
+        max_videos=params["max_videos"],
+        max_detections=params["max_detections"],
+        min_score=float(params["min_score"]),
+        overlay_min_score=float(params["overlay_min_score"]),
+        num_overlays=params["num_overlays"],
+        gif_frames=params["gif_frames"],
+        pictures_dir=pictures_dir,
+        label=label,
+        vis=params["vis"],
+        vis_keyframe_stride=params["vis_keyframe_stride"],
+        vis_min_score=None if params["vis_min_score"] == "auto" else float(params["vis_min_score"]),
+        vis_max_tracks=params["vis_max_tracks"],
+        bootstrap_samples=params["bootstrap_samples"],
+        bootstrap_samples_images=params["bootstrap_samples_images"],
+        bootstrap_seed=params["bootstrap_seed"],
+    )
 
 
 # The parts of one model's evaluation, longest first (the pool hands them out in this order): each is
@@ -139,12 +170,24 @@ PARTS = ("vis", "videos", "images")
 
 
 def _tasks(labels, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [(label, part) for part in PARTS for label in labels
-            if not (part == "images" and label in VIDEO_ONLY) and not (part == "vis" and not params["vis"])]
+    return [
+        (label, part)
+        for part in PARTS
+        for label in labels
+        if not (part == "images" and label in VIDEO_ONLY) and not (part == "vis" and not params["vis"])
+    ]
 
 
-def score_part(pair: tuple[Callable, Callable], label: str, part: str, params: Mapping[str, Any],
-               coco_dir: Path, ytvis_dir: Path, pictures_dir: Path | None, progress: bool = True) -> dict[str, Any]:
+def score_part(
+    pair: tuple[Callable, Callable],
+    label: str,
+    part: str,
+    params: Mapping[str, Any],
+    coco_dir: Path,
+    ytvis_dir: Path,
+    pictures_dir: Path | None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """One part of a model's evaluation: ``images`` (COCO AP), ``videos`` (J/F) or ``vis`` (YTVIS mAP)."""
     predict_image, track = pair
     settings = dataclasses.replace(settings_for(params, label, pictures_dir), progress=progress)
@@ -160,18 +203,26 @@ def _combine(parts: Mapping[str, Mapping[str, Any]]) -> tuple[dict, dict, list, 
     """A label's flat metrics, details, pictures and per-video scores from its parts."""
     images = parts.get("images") or {"metrics": {"segm_AP_per_class": {}}, "pictures": []}
     videos, vis = parts["videos"], parts.get("vis") or {"metrics": {}}
-    flat = {k: v for k, v in {**images["metrics"], **videos["metrics"], **vis["metrics"]}.items()
-            if not isinstance(v, dict)}
+    flat = {
+        k: v for k, v in {**images["metrics"], **videos["metrics"], **vis["metrics"]}.items() if not isinstance(v, dict)
+    }
     # per-class AP as flat keys, so `dvc exp show` can put them in columns too
     flat.update({f"segm_AP_{name}": ap for name, ap in images["metrics"]["segm_AP_per_class"].items()})
-    details = {"segm_AP_per_class": images["metrics"]["segm_AP_per_class"],
-               "per_video": {str(v): objects for v, objects in videos["per_video"].items()}}
+    details = {
+        "segm_AP_per_class": images["metrics"]["segm_AP_per_class"],
+        "per_video": {str(v): objects for v, objects in videos["per_video"].items()},
+    }
     return flat, details, images["pictures"] + videos["pictures"], videos["per_video"]
 
 
-def evaluate_models(models: Mapping[str, Any], params: Mapping[str, Any],
-                    coco_dir: Path, ytvis_dir: Path, pictures_dir: Path | None,
-                    scored: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def evaluate_models(
+    models: Mapping[str, Any],
+    params: Mapping[str, Any],
+    coco_dir: Path,
+    ytvis_dir: Path,
+    pictures_dir: Path | None,
+    scored: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Score each ``label -> (predict_image, track)`` on the COCO and YTVIS test splits (labels in
     :data:`VIDEO_ONLY` on the video split only).
 
@@ -189,8 +240,10 @@ def evaluate_models(models: Mapping[str, Any], params: Mapping[str, Any],
             parts = scored[label]
         else:
             pair = entry() if callable(entry) else entry
-            parts = {part: score_part(pair, label, part, params, coco_dir, ytvis_dir, pictures_dir)
-                     for _, part in _tasks([label], params)}
+            parts = {
+                part: score_part(pair, label, part, params, coco_dir, ytvis_dir, pictures_dir)
+                for _, part in _tasks([label], params)
+            }
             del pair  # free this pair's models before the next is built
             _release_memory()
         flat, details, pictures, per_video[label] = _combine(parts)
@@ -202,23 +255,38 @@ def evaluate_models(models: Mapping[str, Any], params: Mapping[str, Any],
     out["reference"] = {}
     for name, tracker in (("copy_prompt", copy_prompt_tracker), ("empty", empty_tracker)):
         scores = evaluate_videos(tracker, ytvis_dir, reference_settings)["metrics"]
-        out["reference"].update({f"{name}_{k}": scores.get(k) for k in ("J", "F", "J&F", "J&F_ci95", "J_present",
-                                                                         "empty_when_absent")})
-        out["reference"].update({k: scores[k] for k in ("videos", "objects", "frames", "present_frames",
-                                                         "absent_frames")})
+        out["reference"].update(
+            {f"{name}_{k}": scores.get(k) for k in ("J", "F", "J&F", "J&F_ci95", "J_present", "empty_when_absent")}
+        )
+        out["reference"].update(
+            {k: scores[k] for k in ("videos", "objects", "frames", "present_frames", "absent_frames")}
+        )
     for key, after, before in GAINS:
         if after in out["metrics"] and before in out["metrics"]:
             tuned, base = out["metrics"][after], out["metrics"][before]
             keys = GAIN_KEYS if key == "gain" else VIDEO_GAIN_KEYS
-            out[key] = {k: tuned[k] - base[k] for k in keys
-                        if isinstance(base.get(k), (int, float)) and isinstance(tuned.get(k), (int, float))}
-            out[key].update(metric_code.bootstrap_gain_ci(per_video[before], per_video[after],
-                                                          params["bootstrap_samples"], params["bootstrap_seed"]))
+            out[key] = {
+                k: tuned[k] - base[k]
+                for k in keys
+                if isinstance(base.get(k), (int, float)) and isinstance(tuned.get(k), (int, float))
+            }
+            out[key].update(
+                metric_code.bootstrap_gain_ci(
+                    per_video[before], per_video[after], params["bootstrap_samples"], params["bootstrap_seed"]
+                )
+            )
     return out
 
 
-def score_in_pool(labels, load_args: Mapping[str, Any], params: Mapping[str, Any], coco_dir: Path,
-                  ytvis_dir: Path, pictures_dir: Path | None, workers: int) -> tuple[dict, dict]:
+def score_in_pool(
+    labels,
+    load_args: Mapping[str, Any],
+    params: Mapping[str, Any],
+    coco_dir: Path,
+    ytvis_dir: Path,
+    pictures_dir: Path | None,
+    workers: int,
+) -> tuple[dict, dict]:
     """Every (label, part) of :func:`_tasks` in a pool of ``workers`` processes; each loads the models of
     the label it is given (``load_pair(label, **load_args)``: about a second for the tiny profile) and keeps
     them for its next part of the same label. The results equal the sequential run's: each part is
@@ -260,8 +328,9 @@ def _pool_task(job) -> tuple[str, str, dict, dict, float]:
         _worker_models.update(label=label, pair=load_pair(label, **load_args))
     pair = _worker_models["pair"]
     with torch.inference_mode():
-        result = score_part((pair.predict_image, pair.track), label, part, params, coco_dir, ytvis_dir, pictures_dir,
-                            progress=False)  # the parent prints a line per finished part
+        result = score_part(
+            (pair.predict_image, pair.track), label, part, params, coco_dir, ytvis_dir, pictures_dir, progress=False
+        )  # the parent prints a line per finished part
     return label, part, result, pair.source, time.perf_counter() - start
 
 
@@ -285,12 +354,20 @@ def _round(value: Any) -> Any:
     return value
 
 
-def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root: Path = layout.YTVIS,
-        stage1_dir: Path = layout.MODELS / "stage1", stage2_dir: Path = layout.MODELS / "stage2",
-        metrics_file: Path = METRICS_FILE, pictures_dir: Path = PICTURES_DIR, details_file: Path = DETAILS_FILE,
-        model_pairs: Mapping[str, Any] | None = None,
-        log_mlflow: bool | None = None, loss_csvs: Mapping[str, Path] = LOSS_CSVS,
-        params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
+def run(
+    all_params: Mapping[str, Any],
+    coco_root: Path = layout.COCO,
+    ytvis_root: Path = layout.YTVIS,
+    stage1_dir: Path = layout.MODELS / "stage1",
+    stage2_dir: Path = layout.MODELS / "stage2",
+    metrics_file: Path = METRICS_FILE,
+    pictures_dir: Path = PICTURES_DIR,
+    details_file: Path = DETAILS_FILE,
+    model_pairs: Mapping[str, Any] | None = None,
+    log_mlflow: bool | None = None,
+    loss_csvs: Mapping[str, Path] = LOSS_CSVS,
+    params_file: str | os.PathLike = PARAMS_FILE,
+) -> dict[str, Any]:
     """Run the stage. ``model_pairs`` replaces the real models (tests); otherwise they are loaded from
     ``model``/``train_stage2`` params and the Stage 1/2 outputs."""
     params = evaluate_params(all_params.get("evaluate"), params_file)
@@ -308,8 +385,11 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
     from factory_sam3.device import device_name, resolve_device
     from factory_sam3.evaluation.models import load_pair
 
-    device = (resolve_device(params["device"], "evaluate.device", params_file) if params["device"]
-              else resolve_device(model_params.get("device"), "model.device", params_file))
+    device = (
+        resolve_device(params["device"], "evaluate.device", params_file)
+        if params["device"]
+        else resolve_device(model_params.get("device"), "model.device", params_file)
+    )
     if device == "cpu" and params["cpu_threads"]:
         # oversubscribed threads on a shared machine are several times slower (measured by Stage 2)
         torch.set_num_threads(params["cpu_threads"])
@@ -324,15 +404,29 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
 
         def loader(label: str) -> Callable[[], tuple[Callable, Callable]]:
             def load() -> tuple[Callable, Callable]:
-                pair = load_pair(label, model_params, device, Path(stage1_dir), Path(stage2_dir), video_seed,
-                                 float(params["min_score"]))
+                pair = load_pair(
+                    label,
+                    model_params,
+                    device,
+                    Path(stage1_dir),
+                    Path(stage2_dir),
+                    video_seed,
+                    float(params["min_score"]),
+                )
                 sources[label] = pair.source
                 return pair.predict_image, pair.track
+
             return load
 
         model_pairs = {label: loader(label) for label in LABELS}
-        load_args = {"model_params": model_params, "device": device, "stage1_dir": Path(stage1_dir),
-                     "stage2_dir": Path(stage2_dir), "video_seed": video_seed, "min_score": float(params["min_score"])}
+        load_args = {
+            "model_params": model_params,
+            "device": device,
+            "stage1_dir": Path(stage1_dir),
+            "stage2_dir": Path(stage2_dir),
+            "video_seed": video_seed,
+            "min_score": float(params["min_score"]),
+        }
         # on CPU the models' parts run side by side, one process per core (each single-threaded); one GPU
         # runs them one after another in this process
         workers = parallel.resolve_workers(params["workers"]) if device == "cpu" else 1
@@ -342,8 +436,7 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
     with atomic_dir(pictures_dir) as tmp_pictures, torch.inference_mode():
         scored = None
         if workers > 1:
-            scored, pool_sources = score_in_pool(LABELS, load_args, params, coco_dir, ytvis_dir, tmp_pictures,
-                                                 workers)
+            scored, pool_sources = score_in_pool(LABELS, load_args, params, coco_dir, ytvis_dir, tmp_pictures, workers)
             sources.update(pool_sources)
         result = evaluate_models(model_pairs, params, coco_dir, ytvis_dir, tmp_pictures, scored=scored)
         curves = loss_curves(loss_csvs, tmp_pictures / "loss_curves.png")
@@ -358,12 +451,18 @@ def run(all_params: Mapping[str, Any], coco_root: Path = layout.COCO, ytvis_root
     metrics["reference"] = _round(result["reference"])
     metrics["device"] = device_name(device)
     metrics["profile"] = profile
-    metrics["bootstrap"] = {"samples_videos": params["bootstrap_samples"],
-                            "samples_images": params["bootstrap_samples_images"], "seed": params["bootstrap_seed"],
-                            "level": 0.95, "resampled": "videos for J/F/J&F (gains paired), images for segm AP"}
+    metrics["bootstrap"] = {
+        "samples_videos": params["bootstrap_samples"],
+        "samples_images": params["bootstrap_samples_images"],
+        "seed": params["bootstrap_seed"],
+        "level": 0.95,
+        "resampled": "videos for J/F/J&F (gains paired), images for segm AP",
+    }
     write_json(metrics_file, metrics)
-    write_json(details_file, _round({"details": result["details"], "sources": sources, "settings": params,
-                                     "pictures": pictures}))
+    write_json(
+        details_file,
+        _round({"details": result["details"], "sources": sources, "settings": params, "pictures": pictures}),
+    )
 
     if log_mlflow if log_mlflow is not None else params["mlflow"]:
         _log_to_mlflow({"evaluate": params, "model": model_params}, metrics, [metrics_file, details_file, *pictures])
@@ -392,8 +491,9 @@ def _log_to_mlflow(params: Mapping[str, Any], metrics: Mapping[str, Any], artifa
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: %(default)s)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     args = parser.parse_args(argv)
@@ -405,33 +505,50 @@ def main(argv: list[str] | None = None) -> None:
 
 def show(metrics: Mapping[str, Any]) -> None:
     """The table printed at the end of the stage: each model, the gain and its interval, the n, the references."""
-    rows = ("segm_AP", "bbox_AP", "J", "F", "J&F", "J_present", "empty_when_absent", "vis_mAP", "images_per_s",
-            "frames_per_s")
+    rows = (
+        "segm_AP",
+        "bbox_AP",
+        "J",
+        "F",
+        "J&F",
+        "J_present",
+        "empty_when_absent",
+        "vis_mAP",
+        "images_per_s",
+        "frames_per_s",
+    )
     labels = [label for label in ("baseline", "stage1", "finetuned") if label in metrics]
     print(f"device: {metrics['device']}   profile: {metrics['profile']}")
     print(f"{'':18s}" + "".join(f"{label:>12s}" for label in labels) + f"{'gain':>10s}   gain 95% CI")
     for key in rows:
         values = [metrics[label].get(key) for label in labels] + [metrics["gain"].get(key)]
         ci = metrics["gain"].get(f"{key}_ci95")
-        print(f"{key:18s}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}s}"
-                                     for v, w in zip(values, [12] * len(labels) + [10]))
-              + (f"   [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+        print(
+            f"{key:18s}"
+            + "".join(f"{'-' if v is None else f'{v:.4f}':>{w}s}" for v, w in zip(values, [12] * len(labels) + [10]))
+            + (f"   [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        )
     finetuned = metrics.get("finetuned", {})
-    print(f"n: {finetuned.get('images')} images ({finetuned.get('instances')} instances); {finetuned.get('videos')} "
-          f"videos, {finetuned.get('objects')} objects, {finetuned.get('frames')} object-frames (J/F: "
-          f"{finetuned.get('present_frames')} with the object present, {finetuned.get('absent_frames')} without)")
+    print(
+        f"n: {finetuned.get('images')} images ({finetuned.get('instances')} instances); {finetuned.get('videos')} "
+        f"videos, {finetuned.get('objects')} objects, {finetuned.get('frames')} object-frames (J/F: "
+        f"{finetuned.get('present_frames')} with the object present, {finetuned.get('absent_frames')} without)"
+    )
     for label in labels:
         ci = metrics[label].get("J&F_ci95")
         if ci:
             print(f"{label} J&F 95% CI (bootstrap over videos): [{ci[0]:.3f}, {ci[1]:.3f}]")
     reference = metrics.get("reference", {})
-    print(f"reference J&F without a model: prompt copied forward {reference.get('copy_prompt_J&F') or 0:.4f}, "
-          f"empty masks {reference.get('empty_J&F') or 0:.4f}")
+    print(
+        f"reference J&F without a model: prompt copied forward {reference.get('copy_prompt_J&F') or 0:.4f}, "
+        f"empty masks {reference.get('empty_J&F') or 0:.4f}"
+    )
     gain = metrics.get("gain", {})
     better = [k for k in ("segm_AP", "J&F") if (gain.get(k) or 0) > 0]
     worse = [k for k in ("segm_AP", "J&F") if k in gain and k not in better]
     if worse:
-        print(f"note: the fine-tuned model does not beat the baseline on {', '.join(worse)} "
-              "(train longer or check the training stages' loss curves in reports/evaluate/loss_curves.png)")
+        print(
+            f"note: the fine-tuned model does not beat the baseline on {', '.join(worse)} "
+            "(train longer or check the training stages' loss curves in reports/evaluate/loss_curves.png)"
+        )
     print(f"wrote {METRICS_FILE}")
-

@@ -15,9 +15,7 @@ def image_record(image_id: int, file_name: str, width: int, height: int) -> dict
     return {"id": int(image_id), "file_name": file_name, "width": int(width), "height": int(height)}
 
 
-def annotation_record(
-    ann_id: int, image_id: int, category_id: int, rle: dict, bbox: list[float], area: int
-) -> dict:
+def annotation_record(ann_id: int, image_id: int, category_id: int, rle: dict, bbox: list[float], area: int) -> dict:
     """One instance; ``rle``, ``bbox`` and ``area`` must come from the same encoding (formats.rle)."""
     return {
         "id": int(ann_id),

@@ -125,7 +125,8 @@ def uncompressed_to_rle(rle: dict) -> dict:
         raise SegmentationError("uncompressed RLE counts must be non-negative integers")
     if sum(counts) != height * width:
         raise SegmentationError(
-            f"uncompressed RLE covers {sum(counts)} pixels, size {height}x{width} needs {height * width}")
+            f"uncompressed RLE covers {sum(counts)} pixels, size {height}x{width} needs {height * width}"
+        )
     return _json_safe(mask_utils.frPyObjects({"size": [height, width], "counts": list(counts)}, height, width))
 
 
@@ -201,7 +202,8 @@ def to_rle(segmentation: Any, height: int, width: int) -> dict:
         rle = polygons_to_rle(segmentation, height, width)
     else:
         raise SegmentationError(
-            f"segmentation must be an RLE dict or a polygon list, got {type(segmentation).__name__}")
+            f"segmentation must be an RLE dict or a polygon list, got {type(segmentation).__name__}"
+        )
     if rle["size"] != [int(height), int(width)]:
         raise SegmentationError(f"RLE size {rle['size']} differs from the image size [{height}, {width}]")
     return rle

@@ -16,8 +16,9 @@ INFO = {"description": "Factory video dataset for SAM3 fine-tuning (Stage 2, tra
 ANNOTATED_FRAMES = "annotated_frames"
 
 
-def video_record(video_id: int, file_names: list[str], width: int, height: int,
-                 annotated_frames: list[int] | None = None) -> dict:
+def video_record(
+    video_id: int, file_names: list[str], width: int, height: int, annotated_frames: list[int] | None = None
+) -> dict:
     record = {
         "id": int(video_id),
         "file_names": list(file_names),

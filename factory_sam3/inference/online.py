@@ -25,8 +25,8 @@ UNKNOWN_LENGTH = 1 << 30  # videos streamed without a frame count: the pointer w
 
 @dataclass
 class _Object:
-    start: int                                   # frame of the first prompt (the object's frame 0)
-    num_frames: int                              # frames from ``start`` to the end of the video
+    start: int  # frame of the first prompt (the object's frame 0)
+    num_frames: int  # frames from ``start`` to the end of the video
     cond: dict[int, vm.FrameOutput] = field(default_factory=dict)
     prev: dict[int, vm.FrameOutput] = field(default_factory=dict)
 
@@ -82,8 +82,16 @@ class OnlineTracker:
             for obj, state in self.objects.items():
                 k = self.t - state.start
                 f, p = feats.frame(0, 1)
-                step = vm.track_frame(self.tracker, f, p, k, is_cond=False, cond_outputs=state.cond,
-                                      prev_outputs=state.prev, num_frames=state.num_frames)
+                step = vm.track_frame(
+                    self.tracker,
+                    f,
+                    p,
+                    k,
+                    is_cond=False,
+                    cond_outputs=state.cond,
+                    prev_outputs=state.prev,
+                    num_frames=state.num_frames,
+                )
                 state.prev[k] = step
                 self._forget_old(state, k)
                 out[obj] = self._to_frame(step)
@@ -104,8 +112,17 @@ class OnlineTracker:
         with _autocast(self.device):
             f, p = self._frame_features().frame(0, 1)
             prompt = vm.resize_masks(torch.from_numpy(mask)[None, None].to(self.device), self.size) > 0.5
-            step = vm.track_frame(self.tracker, f, p, k, is_cond=True, cond_outputs=state.cond,
-                                  prev_outputs=state.prev, num_frames=state.num_frames, mask_inputs=prompt)
+            step = vm.track_frame(
+                self.tracker,
+                f,
+                p,
+                k,
+                is_cond=True,
+                cond_outputs=state.cond,
+                prev_outputs=state.prev,
+                num_frames=state.num_frames,
+                mask_inputs=prompt,
+            )
         state.prev.pop(k, None)
         state.cond[k] = step
         self._forget_old(state, k)

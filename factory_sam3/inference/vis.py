@@ -40,22 +40,22 @@ Detect = Callable[[np.ndarray, Sequence[str]], Sequence[Mapping[str, Any]]]
 
 @dataclass(frozen=True)
 class VisSettings:
-    keyframe_stride: int = 8   # the detector runs on every N-th frame (frame 0 included)
-    min_score: float = 0.5     # detections below are ignored
-    max_tracks: int = 20       # tracks started per video
-    match_iou: float = 0.5     # mask IoU that makes a detection the same object as a track
-    max_missed: int = 2        # keyframes in a row without a matching detection before a track ends
-    recondition: bool = True   # matched detections re-anchor their track (new conditioning frame)
+    keyframe_stride: int = 8  # the detector runs on every N-th frame (frame 0 included)
+    min_score: float = 0.5  # detections below are ignored
+    max_tracks: int = 20  # tracks started per video
+    match_iou: float = 0.5  # mask IoU that makes a detection the same object as a track
+    max_missed: int = 2  # keyframes in a row without a matching detection before a track ends
+    recondition: bool = True  # matched detections re-anchor their track (new conditioning frame)
 
 
 @dataclass
 class Track:
     id: int
     category: str
-    start: int                                  # frame the track was started on
+    start: int  # frame the track was started on
     scores: list[float] = field(default_factory=list)
-    end: int | None = None                      # first frame the track no longer covers (None: live)
-    missed: int = 0                             # keyframes in a row without a matching detection
+    end: int | None = None  # first frame the track no longer covers (None: live)
+    missed: int = 0  # keyframes in a row without a matching detection
 
     @property
     def score(self) -> float:
@@ -65,9 +65,9 @@ class Track:
 @dataclass
 class FrameResult:
     index: int
-    frame: np.ndarray                  # the input frame (RGB), for overlays; not kept by the loop
-    masks: dict[int, np.ndarray]       # live track id -> HxW bool mask on this frame
-    tracks: Mapping[int, Track]        # every track so far (live and ended)
+    frame: np.ndarray  # the input frame (RGB), for overlays; not kept by the loop
+    masks: dict[int, np.ndarray]  # live track id -> HxW bool mask on this frame
+    tracks: Mapping[int, Track]  # every track so far (live and ended)
 
 
 class TrackerSession(Protocol):
@@ -118,8 +118,9 @@ def tracker_session(track: Any, num_frames: int | None = None) -> TrackerSession
     return FunctionTrackerSession(track)
 
 
-def keyframe_detections(detect: Detect, frame: np.ndarray, class_names: Sequence[str],
-                        settings: VisSettings) -> list[dict]:
+def keyframe_detections(
+    detect: Detect, frame: np.ndarray, class_names: Sequence[str], settings: VisSettings
+) -> list[dict]:
     """The detector's objects on one frame: above ``min_score``, non-empty, one per object (best score)."""
     found = []
     for det in detect(frame, list(class_names)):
@@ -135,8 +136,13 @@ def keyframe_detections(detect: Detect, frame: np.ndarray, class_names: Sequence
     return kept
 
 
-def segment_video(frames: Iterable[np.ndarray], detect: Detect, session: TrackerSession,
-                  class_names: Sequence[str], settings: VisSettings = VisSettings()) -> Iterator[FrameResult]:
+def segment_video(
+    frames: Iterable[np.ndarray],
+    detect: Detect,
+    session: TrackerSession,
+    class_names: Sequence[str],
+    settings: VisSettings = VisSettings(),
+) -> Iterator[FrameResult]:
     """Detect by text on keyframes, track in between; yields one ``FrameResult`` per input frame."""
     stride = max(1, int(settings.keyframe_stride))
     tracks: dict[int, Track] = {}
@@ -149,8 +155,11 @@ def segment_video(frames: Iterable[np.ndarray], detect: Detect, session: Tracker
             matched: set[int] = set()
             unmatched = []
             for det in detections:
-                candidates = [(region_similarity(det["mask"], masks[obj]), obj) for obj in live
-                              if obj not in matched and tracks[obj].category == det["category"]]
+                candidates = [
+                    (region_similarity(det["mask"], masks[obj]), obj)
+                    for obj in live
+                    if obj not in matched and tracks[obj].category == det["category"]
+                ]
                 best_iou, best = max(candidates, default=(0.0, None), key=lambda c: c[0])
                 if best is not None and best_iou >= settings.match_iou:
                     matched.add(best)
@@ -202,14 +211,21 @@ class MaskletCollector:
         out = []
         for obj, track in sorted(self.tracks.items()):
             segs = self.segmentations[obj] + [None] * (self.frames - len(self.segmentations[obj]))
-            out.append({
-                # YouTube-VIS names the video "video_id"; sam3's evaluator (videos as COCO images) "image_id"
-                "video_id": int(video_id), "image_id": int(video_id), "category_id": int(category_ids[track.category]),
-                "score": track.score, "segmentations": segs,
-                "bboxes": [None if s is None else [float(v) for v in mask_util.toBbox(_coco_rle(s))] for s in segs],
-                "areas": [None if s is None else int(mask_util.area(_coco_rle(s))) for s in segs],
-                "track_id": obj, "start": track.start, "end": track.end,
-            })
+            out.append(
+                {
+                    # YouTube-VIS names the video "video_id"; sam3's evaluator (videos as COCO images) "image_id"
+                    "video_id": int(video_id),
+                    "image_id": int(video_id),
+                    "category_id": int(category_ids[track.category]),
+                    "score": track.score,
+                    "segmentations": segs,
+                    "bboxes": [None if s is None else [float(v) for v in mask_util.toBbox(_coco_rle(s))] for s in segs],
+                    "areas": [None if s is None else int(mask_util.area(_coco_rle(s))) for s in segs],
+                    "track_id": obj,
+                    "start": track.start,
+                    "end": track.end,
+                }
+            )
         return out
 
 
@@ -233,8 +249,12 @@ class Calibration:
     frames: int = 0
 
 
-def calibrate_min_score(detect: Detect, samples: Iterable[tuple[np.ndarray, Sequence[tuple[str, np.ndarray]]]],
-                        class_names: Sequence[str], match_iou: float = 0.5) -> Calibration:
+def calibrate_min_score(
+    detect: Detect,
+    samples: Iterable[tuple[np.ndarray, Sequence[tuple[str, np.ndarray]]]],
+    class_names: Sequence[str],
+    match_iou: float = 0.5,
+) -> Calibration:
     """The score threshold that maximises detection F1 (mask IoU >= ``match_iou``, same class) on
     ``samples`` of ``(frame, [(class name, ground-truth mask), ...])`` — the threshold at which a
     detection is worth starting a track for. ``None`` when no detection matches any object."""
@@ -263,8 +283,9 @@ def calibrate_min_score(detect: Detect, samples: Iterable[tuple[np.ndarray, Sequ
     if not num_gt:
         return Calibration(None, f"no object in the {frames} validation frames")
     scored.sort(key=lambda s: -s[0])
-    best = Calibration(None, f"no detection matches an object (mask IoU >= {match_iou:g}) in {frames} "
-                             "validation frames", frames=frames)
+    best = Calibration(
+        None, f"no detection matches an object (mask IoU >= {match_iou:g}) in {frames} validation frames", frames=frames
+    )
     tp = fp = 0
     for i, (score, hit) in enumerate(scored):
         tp, fp = tp + hit, fp + (not hit)
@@ -272,8 +293,9 @@ def calibrate_min_score(detect: Detect, samples: Iterable[tuple[np.ndarray, Sequ
             continue  # a threshold keeps every detection of equal score
         f1 = 2 * tp / (2 * tp + fp + (num_gt - tp))
         if tp and f1 > best.f1:
-            best = Calibration(score, f"best detection F1 on {frames} validation frames", f1, tp / (tp + fp),
-                               tp / num_gt, frames)
+            best = Calibration(
+                score, f"best detection F1 on {frames} validation frames", f1, tp / (tp + fp), tp / num_gt, frames
+            )
     return best
 
 
@@ -294,10 +316,12 @@ def validation_samples(split_dir: str | Path, max_frames: int = 64):
     by_video: dict[int, list[dict]] = {}
     for ann in data["annotations"]:
         by_video.setdefault(ann["video_id"], []).append(ann)
-    annotated = [(video, t) for video in sorted(data["videos"], key=lambda v: v["id"])
-                 for t in range(len(video["file_names"]))
-                 if any(t < len(a["segmentations"]) and a["segmentations"][t] is not None
-                        for a in by_video.get(video["id"], []))]
+    annotated = [
+        (video, t)
+        for video in sorted(data["videos"], key=lambda v: v["id"])
+        for t in range(len(video["file_names"]))
+        if any(t < len(a["segmentations"]) and a["segmentations"][t] is not None for a in by_video.get(video["id"], []))
+    ]
     if len(annotated) > max_frames:
         annotated = [annotated[i] for i in np.linspace(0, len(annotated) - 1, max_frames).round().astype(int)]
     for video, t in annotated:
@@ -322,8 +346,9 @@ def validation_samples(split_dir: str | Path, max_frames: int = 64):
         yield frame, objects
 
 
-def calibrate_on_split(detect: Detect, split_dir: str | Path, class_names: Sequence[str],
-                       max_frames: int = 64) -> Calibration:
+def calibrate_on_split(
+    detect: Detect, split_dir: str | Path, class_names: Sequence[str], max_frames: int = 64
+) -> Calibration:
     """``calibrate_min_score`` on up to ``max_frames`` annotated frames of a YTVIS split (``data/ytvis/valid``)."""
     from factory_sam3.layout import YTVIS_ANNOTATIONS
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -27,8 +27,9 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
     if not checkpoint:
         raise UserError("model.checkpoint is empty: set a local .pt path or 'facebook/sam3'", "params.yaml")
     checkpoint = str(checkpoint)
-    if checkpoint == HUB_ID or (checkpoint.count("/") == 1 and not Path(checkpoint).exists()
-                                and not checkpoint.endswith((".pt", ".pth"))):
+    if checkpoint == HUB_ID or (
+        checkpoint.count("/") == 1 and not Path(checkpoint).exists() and not checkpoint.endswith((".pt", ".pth"))
+    ):
         token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
         if not token:
             raise UserError(
@@ -65,7 +66,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def detector_state_dict(ckpt: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keys as Sam3Image expects them: upstream checkpoints prefix the image model with 'detector.'."""
     if any(k.startswith("detector.") for k in ckpt):
-        return {k[len("detector."):]: v for k, v in ckpt.items() if k.startswith("detector.")}
+        return {k[len("detector.") :]: v for k, v in ckpt.items() if k.startswith("detector.")}
     return dict(ckpt)
 
 
@@ -99,8 +100,11 @@ def freeze_(model: nn.Module, prefixes: Iterable[str]) -> list[str]:
         prefix = prefix.rstrip(".")
         hits = [n for n in names if n == prefix or n.startswith(prefix + ".")]
         if not hits:
-            raise UserError(f"freeze: no parameters under '{prefix}' (e.g. backbone.language_backbone)",
-                            "params.yaml", "train_stage1.freeze")
+            raise UserError(
+                f"freeze: no parameters under '{prefix}' (e.g. backbone.language_backbone)",
+                "params.yaml",
+                "train_stage1.freeze",
+            )
         frozen.extend(hits)
     frozen_set = set(frozen)
     for name, param in model.named_parameters():
@@ -162,8 +166,11 @@ def build_image_model(
         resolution = cfg.resolution
     else:
         if resolution not in (None, SAM3_RESOLUTION):
-            raise UserError(f"the sam3 profile runs at {SAM3_RESOLUTION} px (got {resolution})",
-                            "params.yaml", "train_stage1.resolution")
+            raise UserError(
+                f"the sam3 profile runs at {SAM3_RESOLUTION} px (got {resolution})",
+                "params.yaml",
+                "train_stage1.resolution",
+            )
         state = None
         if not random_init:
             path = resolve_checkpoint(checkpoint)
@@ -171,8 +178,12 @@ def build_image_model(
         from sam3.model_builder import build_sam3_image_model
 
         model = build_sam3_image_model(
-            bpe_path=str(bpe_path()), device="cpu", eval_mode=not train, checkpoint_path=None,
-            load_from_HF=False, enable_segmentation=True,
+            bpe_path=str(bpe_path()),
+            device="cpu",
+            eval_mode=not train,
+            checkpoint_path=None,
+            load_from_HF=False,
+            enable_segmentation=True,
         )
         if state is None:
             from factory_sam3.models.tiny import init_text_encoder_

@@ -43,7 +43,7 @@ def load_stage1(path: str | os.PathLike = "models/stage1", device: str = "cpu") 
     Rebuilds the profile the export was trained with and strict-loads its weights (a missing weight
     is an error). ``model.categories`` holds the category list, ``model.resolution_px`` the input size.
     """
-    from factory_sam3.models.build import build_image_model, load_weights_strict, load_state_dict_file
+    from factory_sam3.models.build import build_image_model, load_state_dict_file, load_weights_strict
 
     path = Path(path)
     info = read_info(path)
@@ -51,13 +51,15 @@ def load_stage1(path: str | os.PathLike = "models/stage1", device: str = "cpu") 
         model = build_image_model("tiny", resolution=info["resolution"], train=False)
     else:
         # the full model: build without downloading anything, then load our weights
-        from factory_sam3.models import sam3_compat
-        from factory_sam3.models.assets import bpe_path
         from sam3.model_builder import build_sam3_image_model
 
+        from factory_sam3.models import sam3_compat
+        from factory_sam3.models.assets import bpe_path
+
         sam3_compat.apply()
-        model = build_sam3_image_model(bpe_path=str(bpe_path()), device="cpu", eval_mode=True,
-                                       checkpoint_path=None, load_from_HF=False)
+        model = build_sam3_image_model(
+            bpe_path=str(bpe_path()), device="cpu", eval_mode=True, checkpoint_path=None, load_from_HF=False
+        )
         model.resolution_px, model.profile = int(info["resolution"]), "sam3"
     load_weights_strict(model, load_state_dict_file(path / MODEL_FILE), path / MODEL_FILE)
     model.categories = info.get("categories", [])

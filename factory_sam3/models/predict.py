@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -42,19 +42,27 @@ def predict_image(
         return []
     device = next(model.parameters()).device
     resolution = int(getattr(model, "resolution_px", 1008))
-    processor = Sam3Processor(model, resolution=resolution, device=str(device),
-                              confidence_threshold=score_threshold)
+    processor = Sam3Processor(model, resolution=resolution, device=str(device), confidence_threshold=score_threshold)
     state = processor.set_image(image)  # the image trunk runs once
     # All prompts in one grounding pass, as sam3's Trainer batches the queries of one image: query i reads
     # image 0 with text i (FindStage img_ids / text_ids), instead of one pass per prompt (Sam3Processor).
     n = len(prompts)
     state["backbone_out"].update(model.backbone.forward_text(prompts, device=device))
-    find = FindStage(img_ids=torch.zeros(n, dtype=torch.long, device=device),
-                     text_ids=torch.arange(n, dtype=torch.long, device=device),
-                     input_boxes=None, input_boxes_mask=None, input_boxes_label=None,
-                     input_points=None, input_points_mask=None)
-    out = model.forward_grounding(backbone_out=state["backbone_out"], find_input=find, find_target=None,
-                                  geometric_prompt=model._get_dummy_prompt(n))
+    find = FindStage(
+        img_ids=torch.zeros(n, dtype=torch.long, device=device),
+        text_ids=torch.arange(n, dtype=torch.long, device=device),
+        input_boxes=None,
+        input_boxes_mask=None,
+        input_boxes_label=None,
+        input_points=None,
+        input_points_mask=None,
+    )
+    out = model.forward_grounding(
+        backbone_out=state["backbone_out"],
+        find_input=find,
+        find_target=None,
+        geometric_prompt=model._get_dummy_prompt(n),
+    )
     # score = query prob x presence prob, boxes and masks at the image's size, as Sam3Processor does
     scores = (out["pred_logits"].sigmoid() * out["presence_logit_dec"].sigmoid().unsqueeze(1)).squeeze(-1)
     scores = scores.float().cpu()
@@ -69,8 +77,12 @@ def predict_image(
         if keep.numel() == 0:
             continue
         boxes = box_ops.box_cxcywh_to_xyxy(out["pred_boxes"][i, keep].float().cpu()) * scale
-        masks = interpolate(out["pred_masks"][i, keep].unsqueeze(1), (height, width), mode="bilinear",
-                            align_corners=False).sigmoid() > 0.5
+        masks = (
+            interpolate(
+                out["pred_masks"][i, keep].unsqueeze(1), (height, width), mode="bilinear", align_corners=False
+            ).sigmoid()
+            > 0.5
+        )
         masks = masks.cpu()
         for j, q in enumerate(keep.tolist()):
             results.append((prompt, float(scores[i, q]), masks[j, 0].numpy().astype(bool), boxes[j].tolist()))

@@ -55,8 +55,11 @@ def use_random_init() -> bool:
         return False
     if not _WARNED:
         _WARNED.append(True)
-        print("warning: models/pretrained/tiny_sam3.pt is not in this repository (pretraining has not passed its "
-              "gate, see pretrain/metrics/gate.json): the tiny profile starts from random weights", file=sys.stderr)
+        print(
+            "warning: models/pretrained/tiny_sam3.pt is not in this repository (pretraining has not passed its "
+            "gate, see pretrain/metrics/gate.json): the tiny profile starts from random weights",
+            file=sys.stderr,
+        )
     return True
 
 
@@ -74,19 +77,28 @@ def tiny_state(path: str | os.PathLike | None = None) -> dict[str, torch.Tensor]
     """The tiny starting weights as float32 (cached per file and modification time)."""
     path = Path(path or tiny_weights_path())
     if not path.is_file():
-        raise UserError("the tiny profile's pretrained starting weights are missing (they ship with the "
-                        "repository; restore them with `git checkout -- models/pretrained` or remake them with "
-                        "`make pretrain`)", path)
+        raise UserError(
+            "the tiny profile's pretrained starting weights are missing (they ship with the "
+            "repository; restore them with `git checkout -- models/pretrained` or remake them with "
+            "`make pretrain`)",
+            path,
+        )
     key = (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size)
     if key not in _CACHE:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # truncated or corrupt file
-            raise UserError(f"cannot read the tiny starting weights ({type(err).__name__}: {err}); the file is "
-                            "truncated or not a PyTorch state dict: restore it with `git checkout -- "
-                            "models/pretrained`", path) from None
-        if not isinstance(state, dict) or not any(k.startswith("tracker.") for k in state) \
-                or not any(k.startswith("detector.") for k in state):
+            raise UserError(
+                f"cannot read the tiny starting weights ({type(err).__name__}: {err}); the file is "
+                "truncated or not a PyTorch state dict: restore it with `git checkout -- "
+                "models/pretrained`",
+                path,
+            ) from None
+        if (
+            not isinstance(state, dict)
+            or not any(k.startswith("tracker.") for k in state)
+            or not any(k.startswith("detector.") for k in state)
+        ):
             raise UserError("not a SAM3 video-model state dict (expected 'detector.*' and 'tracker.*' keys)", path)
         _CACHE.clear()
         _CACHE[key] = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
@@ -117,12 +129,14 @@ def fit_resolution(part: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) 
 
 def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
     """Strictly load the ``prefix``-ed part of ``state`` into ``module``; a mismatch names the file."""
-    part = fit_resolution({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
-                          module.state_dict())
+    part = fit_resolution({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, module.state_dict())
     try:
         module.load_state_dict(part, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         detail = " ".join(line.strip() for line in str(err).splitlines()[1:3])
-        raise UserError(f"the tiny starting weights do not fit the tiny model ({first} {detail[:300]}); they were "
-                        "made for other tiny dimensions: remake them with `make pretrain`", source) from None
+        raise UserError(
+            f"the tiny starting weights do not fit the tiny model ({first} {detail[:300]}); they were "
+            "made for other tiny dimensions: remake them with `make pretrain`",
+            source,
+        ) from None

@@ -23,11 +23,10 @@ It has no weights: the state dict is sam3's plus ``proposal_head.*``.
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from sam3.model.box_ops import box_cxcywh_to_xyxy
 from sam3.model.model_misc import MLP, DotProductScoring, inverse_sigmoid
 from sam3.model.sam3_image import Sam3Image
+from torch import nn
 
 
 def _cell_centres(height: int, width: int, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,9 +49,16 @@ class ProposalHead(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.box = MLP(d_model, d_model, 4, 3)
         self.scoring = DotProductScoring(
-            d_model=d_model, d_proj=d_model,
-            prompt_mlp=MLP(input_dim=d_model, hidden_dim=ffn_dim, output_dim=d_model, num_layers=2,
-                           residual=True, out_norm=nn.LayerNorm(d_model)),
+            d_model=d_model,
+            d_proj=d_model,
+            prompt_mlp=MLP(
+                input_dim=d_model,
+                hidden_dim=ffn_dim,
+                output_dim=d_model,
+                num_layers=2,
+                residual=True,
+                out_norm=nn.LayerNorm(d_model),
+            ),
         )
         # initialised from its own generator: the modules sam3 builds draw the same random stream with or without it
         with torch.no_grad():
@@ -138,14 +144,18 @@ class QuerySelectionSam3Image(Sam3Image):
         if dec_presence_out is not None:
             dec_presence_out = dec_presence_out.transpose(1, 2)
         out["presence_feats"] = dec_presence_feats
-        self._update_scores_and_boxes(out, hs, reference_boxes, prompt, prompt_mask,
-                                      dec_presence_out=dec_presence_out)
+        self._update_scores_and_boxes(out, hs, reference_boxes, prompt, prompt_mask, dec_presence_out=dec_presence_out)
         if self.training:
             # every token's proposal, one-to-one and one-to-many, for Sam3LossWrapper's "first_stage" output
             xyxy = box_cxcywh_to_xyxy(boxes)
-            out["first_stage"] = {"pred_logits": scores, "pred_boxes": boxes, "pred_boxes_xyxy": xyxy,
-                                  "pred_logits_o2m": scores, "pred_boxes_o2m": boxes,
-                                  "pred_boxes_xyxy_o2m": xyxy}
+            out["first_stage"] = {
+                "pred_logits": scores,
+                "pred_boxes": boxes,
+                "pred_boxes_xyxy": xyxy,
+                "pred_logits_o2m": scores,
+                "pred_boxes_o2m": boxes,
+                "pred_boxes_xyxy_o2m": xyxy,
+            }
         return out, hs
 
     def _compute_matching(self, out, targets):

@@ -30,39 +30,39 @@ from factory_sam3.models.assets import bpe_path as default_bpe_path
 
 @dataclass(frozen=True)
 class TinyConfig:
-    resolution: int = 224          # input side (px); patch grid = resolution / patch_size
-    patch_size: int = 14           # as SAM3 (stride 14)
-    embed_dim: int = 96            # ViT width (SAM3: 1024)
-    depth: int = 4                 # ViT blocks (SAM3: 32)
+    resolution: int = 224  # input side (px); patch grid = resolution / patch_size
+    patch_size: int = 14  # as SAM3 (stride 14)
+    embed_dim: int = 96  # ViT width (SAM3: 1024)
+    depth: int = 4  # ViT blocks (SAM3: 32)
     num_heads: int = 4
     mlp_ratio: float = 4.0
-    window_size: int = 8           # windowed blocks attend in 8x8 patch windows (SAM3: 24)
+    window_size: int = 8  # windowed blocks attend in 8x8 patch windows (SAM3: 24)
     global_att_blocks: tuple = (1, 3)  # the others are windowed (SAM3: 7, 15, 23, 31)
-    d_model: int = 64              # neck / fusion encoder / decoder width (SAM3: 256)
-    heads: int = 4                 # attention heads in encoder / decoder (SAM3: 8)
-    ffn_dim: int = 256             # encoder / decoder feed-forward (SAM3: 2048)
-    encoder_layers: int = 2        # fusion encoder (SAM3: 6)
-    decoder_layers: int = 2        # decoder (SAM3: 6)
-    num_queries: int = 10          # object queries (SAM3: 200); the synthetic frames hold <= 8 objects, and 10
-                                   # queries learn in 315 CPU steps where 50 stayed at segm AP 0
-    geometry_layers: int = 1       # geometry (box prompt) encoder (SAM3: 3)
-    text_width: int = 64           # text transformer width (SAM3: 1024); the 49408-token embedding dominates params
+    d_model: int = 64  # neck / fusion encoder / decoder width (SAM3: 256)
+    heads: int = 4  # attention heads in encoder / decoder (SAM3: 8)
+    ffn_dim: int = 256  # encoder / decoder feed-forward (SAM3: 2048)
+    encoder_layers: int = 2  # fusion encoder (SAM3: 6)
+    decoder_layers: int = 2  # decoder (SAM3: 6)
+    num_queries: int = 10  # object queries (SAM3: 200); the synthetic frames hold <= 8 objects, and 10
+    # queries learn in 315 CPU steps where 50 stayed at segm AP 0
+    geometry_layers: int = 1  # geometry (box prompt) encoder (SAM3: 3)
+    text_width: int = 64  # text transformer width (SAM3: 1024); the 49408-token embedding dominates params
     text_heads: int = 4
-    text_layers: int = 2           # (SAM3: 24)
+    text_layers: int = 2  # (SAM3: 24)
     text_context_length: int = 32  # as SAM3
-    upsampling_stages: int = 3     # pixel decoder (as SAM3)
-    dropout: float = 0.0           # (SAM3: 0.1) no regularisation needed for minutes of training; saves CPU
+    upsampling_stages: int = 3  # pixel decoder (as SAM3)
+    dropout: float = 0.0  # (SAM3: 0.1) no regularisation needed for minutes of training; saves CPU
     pooled_text_fusion: bool = True  # the fusion encoder adds the pooled prompt to every image token (the
-                                   # TransformerEncoderFusion default; SAM3's builder turns it off): with a small
-                                   # text encoder trained from scratch it gives the image tokens the prompt at once
-    token_init_std: float = 1.0    # text token embedding init (CLIP: 0.02). At 0.02 the concept names' token
-                                   # features start at cosine 0.58 from one another, at 1.0 at 0.07: the detector
-                                   # tells the prompts apart from step 0 (benchmarks/RESULTS.md, the detector)
-    query_selection: bool = True   # decoder queries start at the encoder tokens' best box proposals (two-stage
-                                   # DETR / DINO), not at learned boxes: models/query_selection.py says why
+    # TransformerEncoderFusion default; SAM3's builder turns it off): with a small
+    # text encoder trained from scratch it gives the image tokens the prompt at once
+    token_init_std: float = 1.0  # text token embedding init (CLIP: 0.02). At 0.02 the concept names' token
+    # features start at cosine 0.58 from one another, at 1.0 at 0.07: the detector
+    # tells the prompts apart from step 0 (benchmarks/RESULTS.md, the detector)
+    query_selection: bool = True  # decoder queries start at the encoder tokens' best box proposals (two-stage
+    # DETR / DINO), not at learned boxes: models/query_selection.py says why
     box_bounded_masks: bool = True  # each query's mask stays inside its predicted box (query_selection.py)
-    act_ckpt: bool = False         # activation checkpointing of trunk/text/heads (the fusion encoder and
-                                   # decoder always checkpoint in training: upstream asserts it)
+    act_ckpt: bool = False  # activation checkpointing of trunk/text/heads (the fusion encoder and
+    # decoder always checkpoint in training: upstream asserts it)
 
     @property
     def feature_size(self) -> int:
@@ -160,9 +160,7 @@ def build_tiny_image_model(
         bias_patch_embed=False,
         use_act_checkpoint=cfg.act_ckpt,
     )
-    neck = Sam3DualViTDetNeck(
-        position_encoding=pos_enc(), d_model=d, scale_factors=[4.0, 2.0, 1.0, 0.5], trunk=trunk
-    )
+    neck = Sam3DualViTDetNeck(position_encoding=pos_enc(), d_model=d, scale_factors=[4.0, 2.0, 1.0, 0.5], trunk=trunk)
     text = VETextEncoder(
         tokenizer=SimpleTokenizer(bpe_path=bpe_path or str(default_bpe_path())),
         d_model=d,
@@ -228,8 +226,13 @@ def build_tiny_image_model(
         d_model=d,
         d_proj=d,
         prompt_mlp=MLP(
-            input_dim=d, hidden_dim=cfg.ffn_dim, output_dim=d, num_layers=2, dropout=cfg.dropout,
-            residual=True, out_norm=nn.LayerNorm(d),
+            input_dim=d,
+            hidden_dim=cfg.ffn_dim,
+            output_dim=d,
+            num_layers=2,
+            dropout=cfg.dropout,
+            residual=True,
+            out_norm=nn.LayerNorm(d),
         ),
     )
     segmentation_head = None

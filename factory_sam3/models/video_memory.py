@@ -21,12 +21,10 @@ All functions are device-agnostic (CPU and CUDA) and keep the object batch in di
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as torch_checkpoint
-
 from sam3.model.sam3_tracker_utils import get_1d_sine_pe, select_closest_cond_frames
 from sam3.sam.transformer import RoPEAttention
 
@@ -59,8 +57,8 @@ class FrameOutput:
     object_score_logits: torch.Tensor  # [B, 1]
     masks: torch.Tensor  # [B, 1, H, W] the chosen mask's logits at image size
     obj_ptr: torch.Tensor  # [B, C]
-    maskmem_features: Optional[torch.Tensor] = None  # [B, mem_dim, h, w]
-    maskmem_pos_enc: Optional[torch.Tensor] = None
+    maskmem_features: torch.Tensor | None = None  # [B, mem_dim, h, w]
+    maskmem_pos_enc: torch.Tensor | None = None
     from_prompt_mask: bool = False  # the GT mask was used as output (no prediction to supervise)
     steps: list = field(default_factory=list)  # earlier (multimasks, ious, object_score_logits) of correction rounds
 
@@ -128,8 +126,15 @@ def run_memory_attention(
     for layer in encoder.layers:
         if checkpoint_layers and torch.is_grad_enabled():
             output = torch_checkpoint.checkpoint(
-                _memory_layer, layer, output, prompt, prompt_pos, src_pos, num_obj_ptr_tokens,
-                use_reentrant=False, preserve_rng_state=True,
+                _memory_layer,
+                layer,
+                output,
+                prompt,
+                prompt_pos,
+                src_pos,
+                num_obj_ptr_tokens,
+                use_reentrant=False,
+                preserve_rng_state=True,
             )
         else:
             output = _memory_layer(layer, output, prompt, prompt_pos, src_pos, num_obj_ptr_tokens)
@@ -241,11 +246,11 @@ def track_frame(
     cond_outputs: dict[int, FrameOutput],
     prev_outputs: dict[int, FrameOutput],
     num_frames: int,
-    point_inputs: Optional[dict] = None,
-    mask_inputs: Optional[torch.Tensor] = None,
-    correction_gt: Optional[torch.Tensor] = None,
+    point_inputs: dict | None = None,
+    mask_inputs: torch.Tensor | None = None,
+    correction_gt: torch.Tensor | None = None,
     correction_clicks: int = 0,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     checkpoint_layers: bool = False,
     run_mem_encoder: bool = True,
 ) -> FrameOutput:

@@ -29,16 +29,16 @@ from factory_sam3.io import atomic_dir
 from factory_sam3.predict import inputs as inputs_module
 from factory_sam3.predict import outputs as out
 
-SAM3_WEIGHTS = "sam3"          # --model value for the released SAM3 weights
-DETECTION_FLOOR = 0.05         # detections kept for calibration and COCO results (as evaluate.min_score)
-FALLBACK_THRESHOLD = 0.5       # SAM3's own default, when there is nothing to calibrate on
+SAM3_WEIGHTS = "sam3"  # --model value for the released SAM3 weights
+DETECTION_FLOOR = 0.05  # detections kept for calibration and COCO results (as evaluate.min_score)
+FALLBACK_THRESHOLD = 0.5  # SAM3's own default, when there is nothing to calibrate on
 
 
 @dataclass
 class LoadedModel:
-    detector: Any                   # a Sam3Image for factory_sam3.models.predict_image
-    tracker: Any | None             # online.ModelTracker, or None (an image model)
-    categories: list[dict] | None   # [{"id", "name"}] the model was trained on; None: open vocabulary
+    detector: Any  # a Sam3Image for factory_sam3.models.predict_image
+    tracker: Any | None  # online.ModelTracker, or None (an image model)
+    categories: list[dict] | None  # [{"id", "name"}] the model was trained on; None: open vocabulary
     description: str
 
 
@@ -68,12 +68,14 @@ def load_model(spec: str, device: str, checkpoint: str | None = None) -> LoadedM
         detector = build_image_model("sam3", checkpoint=checkpoint, device=device, train=False)
         video_model = video_models.build_video_model("sam3", seed=None)
         video_models.init_from_checkpoints(video_model, None, checkpoint)
-        return LoadedModel(detector, ModelTracker(video_model.to(device).eval()), None,
-                           f"released SAM3 weights ({checkpoint})")
+        return LoadedModel(
+            detector, ModelTracker(video_model.to(device).eval()), None, f"released SAM3 weights ({checkpoint})"
+        )
     folder = Path(spec)
     if not folder.is_dir():
-        raise UserError("model folder not found (run `dvc repro`, or pass --model models/stage2, "
-                        "models/stage1 or sam3)", folder)
+        raise UserError(
+            "model folder not found (run `dvc repro`, or pass --model models/stage2, models/stage1 or sam3)", folder
+        )
     if (folder / "stage1.json").is_file():
         from factory_sam3.models import load_stage1
 
@@ -82,13 +84,18 @@ def load_model(spec: str, device: str, checkpoint: str | None = None) -> LoadedM
     if (folder / video_models.STAGE2_WEIGHTS).is_file():
         model = video_models.load_stage2(folder, device=device)
         model.detector.resolution_px = model.image_size
-        config = json.loads((folder / video_models.STAGE2_CONFIG).read_text()) \
-            if (folder / video_models.STAGE2_CONFIG).is_file() else {}
+        config = (
+            json.loads((folder / video_models.STAGE2_CONFIG).read_text())
+            if (folder / video_models.STAGE2_CONFIG).is_file()
+            else {}
+        )
         # Stage 2 starts from models/stage1 and keeps its detector: the classes are Stage 1's
         categories = config.get("categories") or _stage1_categories(folder.parent / "stage1")
         return LoadedModel(model.detector, ModelTracker(model), categories, f"Stage 2 video model ({folder})")
-    raise UserError("not a model folder: expected stage1.json + model.pt (models/stage1) or "
-                    "model.pt + config.json (models/stage2)", folder)
+    raise UserError(
+        "not a model folder: expected stage1.json + model.pt (models/stage1) or model.pt + config.json (models/stage2)",
+        folder,
+    )
 
 
 def choose_classes(model: LoadedModel, requested: Sequence[str] | None) -> list[dict]:
@@ -97,8 +104,9 @@ def choose_classes(model: LoadedModel, requested: Sequence[str] | None) -> list[
     known = model.categories
     if not requested:
         if not known:
-            raise UserError("this model records no class names: pass --classes, e.g. --classes screw defect",
-                            model.description)
+            raise UserError(
+                "this model records no class names: pass --classes, e.g. --classes screw defect", model.description
+            )
         return sorted(({"id": int(c["id"]), "name": c["name"]} for c in known), key=lambda c: c["id"])
     names = list(dict.fromkeys(n.strip() for n in requested if n.strip()))
     if not names:
@@ -119,8 +127,9 @@ def detector_fn(model: LoadedModel, floor: float) -> Callable:
     return image_predictor(model.detector, floor)
 
 
-def pick_threshold(requested: str, detect: Callable, class_names: list[str],
-                   calibration_split: Path) -> tuple[float, str]:
+def pick_threshold(
+    requested: str, detect: Callable, class_names: list[str], calibration_split: Path
+) -> tuple[float, str]:
     """A number, or ``auto``: the best detection F1 on the validation split (evaluate's calibration)."""
     if requested != "auto":
         try:
@@ -135,12 +144,14 @@ def pick_threshold(requested: str, detect: Callable, class_names: list[str],
     calibration = vis.calibrate_on_split(detect, calibration_split, class_names)
     if calibration.min_score is None:
         return FALLBACK_THRESHOLD, f"SAM3's default: {calibration.reason}"
-    return calibration.min_score, (f"calibrated on {calibration_split}: detection F1 {calibration.f1:.2f}, "
-                                   f"{calibration.frames} frames")
+    return calibration.min_score, (
+        f"calibrated on {calibration_split}: detection F1 {calibration.f1:.2f}, {calibration.frames} frames"
+    )
 
 
-def predict_images(source, model: LoadedModel, classes: list[dict], threshold: float, out_dir: Path,
-                   progress: bool = True) -> dict:
+def predict_images(
+    source, model: LoadedModel, classes: list[dict], threshold: float, out_dir: Path, progress: bool = True
+) -> dict:
     detect = detector_fn(model, threshold)
     names = [c["name"] for c in classes]
     name_to_id = {c["name"]: c["id"] for c in classes}
@@ -154,20 +165,43 @@ def predict_images(source, model: LoadedModel, classes: list[dict], threshold: f
         for det in detections:
             box = det.get("box")
             rle = mask_to_rle(det["mask"])
-            results.append({"image_id": image_id, "category_id": name_to_id[det["category"]],
-                            "score": round(float(det["score"]), 5), "segmentation": rle,
-                            "bbox": _xywh(box) if box is not None else _mask_xywh(det["mask"])})
-        drawn = out.draw_labelled(image, [{"mask": d["mask"], "colour": class_colour[d["category"]],
-                                           "label": f"{d['category']} {d['score']:.2f}"} for d in detections])
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": name_to_id[det["category"]],
+                    "score": round(float(det["score"]), 5),
+                    "segmentation": rle,
+                    "bbox": _xywh(box) if box is not None else _mask_xywh(det["mask"]),
+                }
+            )
+        drawn = out.draw_labelled(
+            image,
+            [
+                {"mask": d["mask"], "colour": class_colour[d["category"]], "label": f"{d['category']} {d['score']:.2f}"}
+                for d in detections
+            ],
+        )
         _write_png(out_dir / "overlays" / f"{path.stem}.png", drawn)
     out.write_json(out_dir / out.COCO_RESULTS, results)
     out.write_json(out_dir / out.COCO_IMAGES, {"images": images, "categories": classes})
-    return {"frames": len(images), "detections": len(results),
-            "files": ["overlays/", out.COCO_RESULTS, out.COCO_IMAGES]}
+    return {
+        "frames": len(images),
+        "detections": len(results),
+        "files": ["overlays/", out.COCO_RESULTS, out.COCO_IMAGES],
+    }
 
 
-def predict_video(source, model: LoadedModel, classes: list[dict], threshold: float, out_dir: Path,
-                  keyframe_stride: int, max_tracks: int, overlay_format: str, progress: bool = True) -> dict:
+def predict_video(
+    source,
+    model: LoadedModel,
+    classes: list[dict],
+    threshold: float,
+    out_dir: Path,
+    keyframe_stride: int,
+    max_tracks: int,
+    overlay_format: str,
+    progress: bool = True,
+) -> dict:
     from factory_sam3.inference import vis
 
     detect = detector_fn(model, threshold)
@@ -189,19 +223,40 @@ def predict_video(source, model: LoadedModel, classes: list[dict], threshold: fl
         file_names = [str(p.relative_to(source.path)) for p in source.files]
     else:
         file_names = [f"{source.name}/{t:05d}.jpg" for t in range(collector.frames)]
-    video = {"id": 1, "file_names": file_names, "length": collector.frames, "width": source.width,
-             "height": source.height, "source": str(source.path), "fps": source.fps}
+    video = {
+        "id": 1,
+        "file_names": file_names,
+        "length": collector.frames,
+        "width": source.width,
+        "height": source.height,
+        "source": str(source.path),
+        "fps": source.fps,
+    }
     out.write_json(out_dir / out.YTVIS_RESULTS, masklets)
     out.write_json(out_dir / out.YTVIS_VIDEOS, {"videos": [video], "categories": classes})
     overlay = out.OVERLAY_DIR + "/" if overlay_format == "png" else out.OVERLAY_VIDEO
-    return {"frames": collector.frames, "tracks": len(masklets), "files": [overlay, out.YTVIS_RESULTS,
-                                                                        out.YTVIS_VIDEOS]}
+    return {
+        "frames": collector.frames,
+        "tracks": len(masklets),
+        "files": [overlay, out.YTVIS_RESULTS, out.YTVIS_VIDEOS],
+    }
 
 
-def run(input_path: str, output: str | None, model_spec: str, classes: Sequence[str] | None,
-        score_threshold: str, device: str, kind: str = "auto", keyframe_stride: int = 8, max_tracks: int = 20,
-        overlay_format: str = "mp4", checkpoint: str | None = None,
-        calibration_split: str = "data/ytvis/valid", progress: bool = True) -> dict:
+def run(
+    input_path: str,
+    output: str | None,
+    model_spec: str,
+    classes: Sequence[str] | None,
+    score_threshold: str,
+    device: str,
+    kind: str = "auto",
+    keyframe_stride: int = 8,
+    max_tracks: int = 20,
+    overlay_format: str = "mp4",
+    checkpoint: str | None = None,
+    calibration_split: str = "data/ytvis/valid",
+    progress: bool = True,
+) -> dict:
     """Everything the CLI does; returns the summary (also written to ``summary.json``)."""
     from factory_sam3.device import device_name, resolve_device
 
@@ -221,29 +276,39 @@ def run(input_path: str, output: str | None, model_spec: str, classes: Sequence[
 
     model = load_model(model_spec, device, checkpoint)
     if source.kind == "video" and model.tracker is None:
-        raise UserError(f"{model.description} is an image model without a tracker: use models/stage2 for "
-                        "videos", source.path)
+        raise UserError(
+            f"{model.description} is an image model without a tracker: use models/stage2 for videos", source.path
+        )
     chosen = choose_classes(model, classes)
     names = [c["name"] for c in chosen]
     with torch.inference_mode():
-        threshold, why = pick_threshold(score_threshold, detector_fn(model, DETECTION_FLOOR), names,
-                                        Path(calibration_split))
+        threshold, why = pick_threshold(
+            score_threshold, detector_fn(model, DETECTION_FLOOR), names, Path(calibration_split)
+        )
         try:
             with atomic_dir(out_dir) as tmp:
                 start = time.perf_counter()
                 if source.kind == "video":
-                    summary = predict_video(source, model, chosen, threshold, tmp, keyframe_stride, max_tracks,
-                                            overlay_format, progress)
+                    summary = predict_video(
+                        source, model, chosen, threshold, tmp, keyframe_stride, max_tracks, overlay_format, progress
+                    )
                 else:
                     summary = predict_images(source, model, chosen, threshold, tmp, progress)
                 seconds = time.perf_counter() - start
-                summary.update({
-                    "input": str(source.path), "kind": source.kind, "model": model.description,
-                    "classes": names, "score_threshold": threshold, "score_threshold_from": why,
-                    # end to end: decoding, model, drawing and writing (model loading excluded)
-                    "device": device_name(device), "seconds": round(seconds, 3),
-                    "frames_per_s": round(summary["frames"] / seconds, 3) if seconds > 0 else None,
-                })
+                summary.update(
+                    {
+                        "input": str(source.path),
+                        "kind": source.kind,
+                        "model": model.description,
+                        "classes": names,
+                        "score_threshold": threshold,
+                        "score_threshold_from": why,
+                        # end to end: decoding, model, drawing and writing (model loading excluded)
+                        "device": device_name(device),
+                        "seconds": round(seconds, 3),
+                        "frames_per_s": round(summary["frames"] / seconds, 3) if seconds > 0 else None,
+                    }
+                )
                 out.write_json(tmp / out.SUMMARY, summary, compact=False)
         except OSError as err:  # permissions, a full disk, a file in the way
             raise UserError(f"cannot write the output ({err.strerror or err})", out_dir) from None
@@ -261,8 +326,7 @@ def _check_writable(out_dir: Path) -> None:
     if not parent.is_dir():
         raise UserError(f"cannot create the output folder: {parent} is a file", out_dir)
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError("the output folder is not writable (no write permission on "
-                        f"{parent})", out_dir)
+        raise UserError(f"the output folder is not writable (no write permission on {parent})", out_dir)
 
 
 def _xywh(box) -> list[float]:

@@ -25,9 +25,9 @@ DEFAULT_FPS = 10.0  # frame folders carry no frame rate
 @dataclass
 class Source:
     path: Path
-    kind: str                      # "images" or "video"
-    files: list[Path]              # the images, or the frames of a frame folder (empty for a video file)
-    num_frames: int | None         # None: a container that does not say
+    kind: str  # "images" or "video"
+    files: list[Path]  # the images, or the frames of a frame folder (empty for a video file)
+    num_frames: int | None  # None: a container that does not say
     fps: float
     width: int
     height: int
@@ -77,8 +77,9 @@ def open_source(path: str | os.PathLike, kind: str = "auto") -> Source:
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     finally:
         cap.release()
-    return Source(path, "video", [], claimed or None, fps if 0 < fps < 1000 else DEFAULT_FPS,
-                  frame.shape[1], frame.shape[0])
+    return Source(
+        path, "video", [], claimed or None, fps if 0 < fps < 1000 else DEFAULT_FPS, frame.shape[1], frame.shape[0]
+    )
 
 
 def _open_video(path: Path):
@@ -97,8 +98,11 @@ def frames(source: Source) -> Iterator[np.ndarray]:
         for path in source.files:
             frame = read_image(path)
             if frame.shape[:2] != (source.height, source.width):
-                raise UserError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the first frame's "
-                                f"{source.width}x{source.height}", path)
+                raise UserError(
+                    f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the first frame's "
+                    f"{source.width}x{source.height}",
+                    path,
+                )
             yield frame
         return
     cap = _open_video(source.path)
@@ -115,5 +119,6 @@ def frames(source: Source) -> Iterator[np.ndarray]:
     claimed = source.num_frames or 0
     tolerance = max(1, claimed // 50)  # containers without an index estimate their length (as extract_frames)
     if claimed and index < claimed - tolerance:
-        raise UserError(f"truncated: the container claims {claimed} frames but only {index} can be decoded",
-                        source.path)
+        raise UserError(
+            f"truncated: the container claims {claimed} frames but only {index} can be decoded", source.path
+        )

@@ -14,10 +14,10 @@ import numpy as np
 from factory_sam3.errors import UserError
 from factory_sam3.evaluation.pictures import colour, draw_masks
 
-COCO_RESULTS = "coco_results.json"      # [{"image_id", "category_id", "score", "segmentation", "bbox"}]
-COCO_IMAGES = "coco_images.json"        # {"images", "categories"}: what the results' ids refer to
-YTVIS_RESULTS = "ytvis_results.json"    # [{"video_id", "category_id", "score", "segmentations", ...}]
-YTVIS_VIDEOS = "ytvis_videos.json"      # {"videos", "categories"}
+COCO_RESULTS = "coco_results.json"  # [{"image_id", "category_id", "score", "segmentation", "bbox"}]
+COCO_IMAGES = "coco_images.json"  # {"images", "categories"}: what the results' ids refer to
+YTVIS_RESULTS = "ytvis_results.json"  # [{"video_id", "category_id", "score", "segmentations", ...}]
+YTVIS_VIDEOS = "ytvis_videos.json"  # {"videos", "categories"}
 OVERLAY_VIDEO = "overlay.mp4"
 OVERLAY_DIR = "overlay"
 SUMMARY = "summary.json"
@@ -37,15 +37,25 @@ def draw_labelled(image: np.ndarray, instances: Sequence[Mapping]) -> np.ndarray
         x = int(min(xs.min(), max(out.shape[1] - tw - 2, 0)))
         y = int(max(ys.min() - 3, th + 2))
         cv2.rectangle(out, (x, y - th - 2), (x + tw + 2, y + base), (0, 0, 0), -1)
-        cv2.putText(out, inst["label"], (x + 1, y - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    tuple(int(c) for c in inst["colour"]), thickness, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            inst["label"],
+            (x + 1, y - 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            tuple(int(c) for c in inst["colour"]),
+            thickness,
+            cv2.LINE_AA,
+        )
     return out
 
 
 def track_instances(masks: Mapping[int, np.ndarray], tracks: Mapping) -> list[dict]:
     """Overlay instances of one video frame: a colour per track id, labelled id, class and score."""
-    return [{"mask": mask, "colour": colour(obj - 1),
-             "label": f"#{obj} {tracks[obj].category} {tracks[obj].score:.2f}"} for obj, mask in masks.items()]
+    return [
+        {"mask": mask, "colour": colour(obj - 1), "label": f"#{obj} {tracks[obj].category} {tracks[obj].score:.2f}"}
+        for obj, mask in masks.items()
+    ]
 
 
 class OverlayWriter:

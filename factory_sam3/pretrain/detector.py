@@ -19,7 +19,6 @@ import numpy as np
 from factory_sam3.io import atomic_dir, atomic_file, write_json
 from factory_sam3.pretrain.generic_coco import categories
 
-
 # --- training -------------------------------------------------------------------------------------------------------
 # Two phases on the tracker's frozen trunk, measured in benchmarks/RESULTS.md ("The detector: what was probed"):
 #   dense:  the segmentation head alone learns text-conditioned semantic masks (BCE with positives x5 + dice): the
@@ -31,7 +30,7 @@ from factory_sam3.pretrain.generic_coco import categories
 # Resumable: the state is written every ``save_every`` steps; a stopped run continues where it was.
 
 TRUNK = "backbone.vision_backbone.trunk."
-TRACKER_PARTS = "backbone.vision_backbone."   # what the tracker stage trained (trunk + both necks)
+TRACKER_PARTS = "backbone.vision_backbone."  # what the tracker stage trained (trunk + both necks)
 STATE = "state.pt"
 
 
@@ -65,8 +64,11 @@ class DetectorSettings:
         often it is logged, saved or measured."""
         from factory_sam3.models.tiny import TINY_CONFIG
 
-        payload = {k: v for k, v in asdict(self).items()
-                   if k not in ("eval_every", "eval_images", "save_every", "log_every", "cpu_threads")}
+        payload = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("eval_every", "eval_images", "save_every", "log_every", "cpu_threads")
+        }
         payload["tiny"] = asdict(TINY_CONFIG)
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -103,9 +105,12 @@ def semantic_loss(outputs, batch):
         pred = (logits > 0).float()
         present = target.sum((1, 2, 3)) > 0
         inter, union = (pred * target).sum((1, 2, 3)), ((pred + target) > 0).float().sum((1, 2, 3))
-        stats = {"semantic_iou_present": float((inter[present] / union[present].clamp(min=1)).mean())
-                 if present.any() else None,
-                 "semantic_area_absent": float(pred[~present].mean()) if (~present).any() else None}
+        stats = {
+            "semantic_iou_present": float((inter[present] / union[present].clamp(min=1)).mean())
+            if present.any()
+            else None,
+            "semantic_area_absent": float(pred[~present].mean()) if (~present).any() else None,
+        }
     return bce + dice.mean(), stats
 
 
@@ -142,19 +147,28 @@ def build_model(tracker_file: Path, seed: int):
     prefix = "detector." + TRACKER_PARTS
     own = {k for k in model.state_dict() if k.startswith(TRACKER_PARTS)}
     # the video model's image backbone also holds the tracker's own neck (sam2_convs), which the image model lacks
-    parts = {k[len("detector."):]: v for k, v in state.items() if k.startswith(prefix) and k[len("detector."):] in own}
+    parts = {
+        k[len("detector.") :]: v for k, v in state.items() if k.startswith(prefix) and k[len("detector.") :] in own
+    }
     if not parts or set(parts) != own:
-        raise UserError(f"the tracker stage's weights do not hold the tiny trunk and necks ({len(parts)} of "
-                        f"{len(own)} '{TRACKER_PARTS}*' keys): remake it with `dvc repro pretrain/dvc.yaml:tracker`",
-                        tracker_file)
+        raise UserError(
+            f"the tracker stage's weights do not hold the tiny trunk and necks ({len(parts)} of "
+            f"{len(own)} '{TRACKER_PARTS}*' keys): remake it with `dvc repro pretrain/dvc.yaml:tracker`",
+            tracker_file,
+        )
     model.load_state_dict(parts, strict=False)
     for name, param in model.named_parameters():
         param.requires_grad_(not name.startswith(TRUNK))
     return model
 
 
-def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_dir: Path,
-          log_metrics=lambda metrics, step: None):
+def train(
+    settings: DetectorSettings,
+    data_root: Path,
+    tracker_file: Path,
+    run_dir: Path,
+    log_metrics=lambda metrics, step: None,
+):
     """Train (or resume) the detector heads; returns ``(model, history, evals)``."""
     import torch
 
@@ -170,12 +184,21 @@ def train(settings: DetectorSettings, data_root: Path, tracker_file: Path, run_d
             dist.destroy_process_group()
 
 
-
 # The part of Stage 1's composed config pretraining uses (dataset, collate, loss), as the guide sets it: fixed here,
 # so editing train_stage1 in params.yaml never changes how the shipped weights were made.
-STAGE1_GUIDE = {"epochs": 1, "batch_size": 1, "gradient_accumulation": 1, "resolution": None, "min_resize": 480,
-                "include_negatives": True, "mask_loss": True, "max_ann_per_img": 200, "cpu_threads": 1,
-                "num_gpus": 1, "use_cluster": False}
+STAGE1_GUIDE = {
+    "epochs": 1,
+    "batch_size": 1,
+    "gradient_accumulation": 1,
+    "resolution": None,
+    "min_resize": 480,
+    "include_negatives": True,
+    "mask_loss": True,
+    "max_ann_per_img": 200,
+    "cpu_threads": 1,
+    "num_gpus": 1,
+    "use_cluster": False,
+}
 
 
 def stage1_settings(data_root: str | Path):
@@ -216,8 +239,9 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
             model.load_state_dict(state["model"], strict=True)
         except (KeyError, RuntimeError) as err:  # another model's state under this key: say so, never a traceback
             first = str(err).splitlines()[0]
-            raise UserError(f"cannot resume from it (it holds another model: {first}); delete it to start over",
-                            state_file) from None
+            raise UserError(
+                f"cannot resume from it (it holds another model: {first}); delete it to start over", state_file
+            ) from None
         step, order, history, evals = state["step"], state["order"], state["history"], state["evals"]
         rng.bit_generator.state = state["rng"]
         if step > settings.dense_steps:
@@ -239,8 +263,9 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
         phase_step = step if dense else step - settings.dense_steps
         base = settings.dense_lr if dense else settings.lr
         for group in optimizer.param_groups:
-            group["lr"] = base * lr_scale(phase_step, settings.dense_steps if dense else settings.steps,
-                                           settings.lr_warmup)
+            group["lr"] = base * lr_scale(
+                phase_step, settings.dense_steps if dense else settings.steps, settings.lr_warmup
+            )
         items = []
         for _ in range(settings.batch):
             if not order:
@@ -254,8 +279,13 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
         else:
             terms = loss_fn(outputs, [model.back_convert(t) for t in batch.find_targets])
             loss = terms["core_loss"] + settings.aux_semantic * dense_loss
-            stats.update({k: float(terms[k].detach()) for k in ("loss_giou", "loss_giou_fs", "loss_bbox", "loss_mask",
-                                                        "loss_dice", "presence_dec_acc") if k in terms})
+            stats.update(
+                {
+                    k: float(terms[k].detach())
+                    for k in ("loss_giou", "loss_giou_fs", "loss_bbox", "loss_mask", "loss_dice", "presence_dec_acc")
+                    if k in terms
+                }
+            )
         if not torch.isfinite(loss):
             raise RuntimeError(f"pretrain detector: the loss is {float(loss)} at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -263,14 +293,20 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
         optimizer.step()
         history.append({"step": step, "phase": "dense" if dense else "full", "loss": float(loss.detach()), **stats})
         if step % settings.log_every == 0:
-            window = history[-settings.log_every:]
-            means = {k: float(np.mean([r[k] for r in window if r.get(k) is not None]))
-                     for k in window[-1] if k not in ("step", "phase") and any(r.get(k) is not None for r in window)}
+            window = history[-settings.log_every :]
+            means = {
+                k: float(np.mean([r[k] for r in window if r.get(k) is not None]))
+                for k in window[-1]
+                if k not in ("step", "phase") and any(r.get(k) is not None for r in window)
+            }
             log_metrics({f"train/{k}": v for k, v in means.items()}, step)
             rate = (time.monotonic() - start) / max(1, step - first_step)
             eta = rate * (settings.total_steps - step) / 60
-            print(f"pretrain detector: step {step}/{settings.total_steps} ({history[-1]['phase']}, ~{eta:.0f} min left) "
-                  + " ".join(f"{k} {v:.3f}" for k, v in means.items()), flush=True)
+            print(
+                f"pretrain detector: step {step}/{settings.total_steps} ({history[-1]['phase']}, ~{eta:.0f} min left) "
+                + " ".join(f"{k} {v:.3f}" for k, v in means.items()),
+                flush=True,
+            )
         if not dense and (phase_step % settings.eval_every == 0 or step == settings.total_steps):
             model.eval()
             with torch.no_grad():
@@ -281,9 +317,20 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
             print(f"pretrain detector: step {step} valid segm AP {report.get('segm_AP')}", flush=True)
         if step % settings.save_every == 0 or step == settings.total_steps:
             with atomic_file(state_file, "wb") as handle:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                            "order": order, "history": history, "evals": evals, "rng": rng.bit_generator.state,
-                            "torch_rng": torch.get_rng_state(), "random": random.getstate()}, handle)
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "step": step,
+                        "order": order,
+                        "history": history,
+                        "evals": evals,
+                        "rng": rng.bit_generator.state,
+                        "torch_rng": torch.get_rng_state(),
+                        "random": random.getstate(),
+                    },
+                    handle,
+                )
     model.eval()
     return model, history, evals
 
@@ -297,6 +344,13 @@ def export_detector(model, out_dir: Path, settings: DetectorSettings) -> None:
 
     with atomic_dir(out_dir) as tmp:
         torch.save({PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
-        write_json(tmp / "stage1.json", {"profile": "tiny", "resolution": TINY_CONFIG.resolution,
-                                         "categories": categories(), "steps": settings.total_steps,
-                                         "format": "sam3 image model state dict, keys prefixed 'detector.'"})
+        write_json(
+            tmp / "stage1.json",
+            {
+                "profile": "tiny",
+                "resolution": TINY_CONFIG.resolution,
+                "categories": categories(),
+                "steps": settings.total_steps,
+                "format": "sam3 image model state dict, keys prefixed 'detector.'",
+            },
+        )

@@ -66,17 +66,26 @@ def check(tracking: dict, detection: dict, settings: GateSettings) -> dict:
     ap = detection.get("segm_AP")
     if ap is None or ap < settings.min_segm_AP:
         failures.append(f"segm AP {ap} < {settings.min_segm_AP}: the detector does not find the generic concepts")
-    return {"passed": not failures, "failures": failures, "J_gain_over_copy": gain,
-            "thresholds": {"max_cross_object_iou": settings.max_cross_object_iou, "min_J_gain": settings.min_J_gain,
-                           "min_segm_AP": settings.min_segm_AP}}
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "J_gain_over_copy": gain,
+        "thresholds": {
+            "max_cross_object_iou": settings.max_cross_object_iou,
+            "min_J_gain": settings.min_J_gain,
+            "min_segm_AP": settings.min_segm_AP,
+        },
+    }
 
 
 def export_weights(video_model, path: Path) -> str:
     """Write the shipped file: the full video-model state dict in float16; returns its md5."""
     from factory_sam3.io import atomic_file, file_md5
 
-    state = {k: (v.detach().to("cpu").half() if v.is_floating_point() else v.detach().to("cpu")).contiguous().clone()
-             for k, v in video_model.state_dict().items()}
+    state = {
+        k: (v.detach().to("cpu").half() if v.is_floating_point() else v.detach().to("cpu")).contiguous().clone()
+        for k, v in video_model.state_dict().items()
+    }
     with atomic_file(path, "wb") as handle:
         torch.save(state, handle)
     return file_md5(path)

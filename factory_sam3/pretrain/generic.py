@@ -69,8 +69,7 @@ def shape_mask(inst: Instance, size: int) -> np.ndarray:
         cv2.circle(canvas, (int(round(c[0] * 4)), int(round(c[1] * 4))), int(round(r * 4)), 1, -1, cv2.LINE_8, 2)
     elif shape == "ring":
         cv2.circle(canvas, (int(round(c[0] * 4)), int(round(c[1] * 4))), int(round(r * 4)), 1, -1, cv2.LINE_8, 2)
-        cv2.circle(canvas, (int(round(c[0] * 4)), int(round(c[1] * 4))), int(round(r * 0.55 * 4)), 0, -1,
-                   cv2.LINE_8, 2)
+        cv2.circle(canvas, (int(round(c[0] * 4)), int(round(c[1] * 4))), int(round(r * 0.55 * 4)), 0, -1, cv2.LINE_8, 2)
     else:
         if shape == "square":
             angles = a + np.pi / 4 + np.arange(4) * np.pi / 2
@@ -101,15 +100,23 @@ def render(instances: list[Instance], bg: np.ndarray, size: int, light: float = 
     visible = []
     for i, m in enumerate(full):
         v = m.copy()
-        for later in full[i + 1:]:
+        for later in full[i + 1 :]:
             v &= ~later
         visible.append(v)
     img = np.clip(img * light, 0, 255).astype(np.uint8)
     return img, visible
 
 
-def _place(rng: np.random.Generator, size: int, count: int, r_min: float, r_max: float,
-           concepts: np.ndarray, colors: dict, crowded: bool) -> list[Instance]:
+def _place(
+    rng: np.random.Generator,
+    size: int,
+    count: int,
+    r_min: float,
+    r_max: float,
+    concepts: np.ndarray,
+    colors: dict,
+    crowded: bool,
+) -> list[Instance]:
     out: list[Instance] = []
     # look-alikes side by side: crowded scenes put same-concept instances next to each other
     anchor = rng.uniform(0.25 * size, 0.75 * size, size=2)
@@ -135,8 +142,16 @@ def _place(rng: np.random.Generator, size: int, count: int, r_min: float, r_max:
     return out
 
 
-def scene(rng: np.random.Generator, size: int = 224, min_objects: int = 3, max_objects: int = 8,
-          r_min: float = 10.0, r_max: float = 28.0, negative_prob: float = 0.0, crowded_prob: float = 0.6):
+def scene(
+    rng: np.random.Generator,
+    size: int = 224,
+    min_objects: int = 3,
+    max_objects: int = 8,
+    r_min: float = 10.0,
+    r_max: float = 28.0,
+    negative_prob: float = 0.0,
+    crowded_prob: float = 0.6,
+):
     """Instances of one generic scene (no motion yet) and its background. Each concept present gets one
     colour per scene (its base hue, jittered), so instances of a concept are look-alikes."""
     bg = background(rng, size)

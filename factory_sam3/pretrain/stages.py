@@ -22,10 +22,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from factory_sam3.io import atomic_dir, atomic_file, write_json
-from factory_sam3.errors import UserError
-from factory_sam3.models.pretrained import REPO_ROOT
 from factory_sam3.config import load as load_params
+from factory_sam3.errors import UserError
+from factory_sam3.io import atomic_dir, atomic_file, write_json
+from factory_sam3.models.pretrained import REPO_ROOT
 
 PRETRAIN = REPO_ROOT / "pretrain"
 PARAMS = PRETRAIN / "params.yaml"
@@ -55,8 +55,10 @@ def _settings(cls, params: dict, name: str, params_path: Path, **fixed):
     unknown = sorted(set(section) - set(cls.__dataclass_fields__))
     if unknown:
         raise UserError(f"unknown key '{name}.{unknown[0]}'", params_path)
-    values = {k: (tuple(v) if isinstance(v, list) and isinstance(getattr(cls, k, None), tuple) else v)
-              for k, v in section.items()}
+    values = {
+        k: (tuple(v) if isinstance(v, list) and isinstance(getattr(cls, k, None), tuple) else v)
+        for k, v in section.items()
+    }
     try:
         settings = cls(**fixed, **values)
         settings.check(params_path)
@@ -80,12 +82,19 @@ def generic_data(params_path: Path = PARAMS) -> None:
     data = _section(params, "data", params_path)
     start = time.monotonic()
     try:
-        write_generic_coco(DATA, int(params.get("seed", 0)), int(data["train_images"]), int(data["eval_images"]),
-                           float(data.get("negative_prob", 0.1)))
+        write_generic_coco(
+            DATA,
+            int(params.get("seed", 0)),
+            int(data["train_images"]),
+            int(data["eval_images"]),
+            float(data.get("negative_prob", 0.1)),
+        )
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"section 'data' needs integer train_images and eval_images ({err!r})", params_path) from None
-    print(f"pretrain generic_data: {data['train_images']} train + {data['eval_images']} valid + "
-          f"{data['eval_images']} test images in {time.monotonic() - start:.0f} s -> {DATA}")
+    print(
+        f"pretrain generic_data: {data['train_images']} train + {data['eval_images']} valid + "
+        f"{data['eval_images']} test images in {time.monotonic() - start:.0f} s -> {DATA}"
+    )
 
 
 def detector(params_path: Path = PARAMS) -> None:
@@ -97,23 +106,38 @@ def detector(params_path: Path = PARAMS) -> None:
     params = load_params(params_path)
     settings = _settings(DetectorSettings, params, "detector", params_path)
     run_dir = RUNS / "pretrain_detector" / settings.key()
-    with stage_run("pretrain_detector", params={"detector": asdict(settings)}, experiment=EXPERIMENT,
-                   tags={"profile": "tiny", "run_dir": str(run_dir)}) as run:
-        model, history, evals = train(settings, DATA, TRACKER_OUT / "model.pt", run_dir, log_metrics=lambda m, s:
-                                      run.log_metrics({k: v for k, v in m.items() if v is not None}, step=s))
+    with stage_run(
+        "pretrain_detector",
+        params={"detector": asdict(settings)},
+        experiment=EXPERIMENT,
+        tags={"profile": "tiny", "run_dir": str(run_dir)},
+    ) as run:
+        model, history, evals = train(
+            settings,
+            DATA,
+            TRACKER_OUT / "model.pt",
+            run_dir,
+            log_metrics=lambda m, s: run.log_metrics({k: v for k, v in m.items() if v is not None}, step=s),
+        )
         export_detector(model, DETECTOR_OUT, settings)
         dense = [r for r in history if r["phase"] == "dense"]
         full = [r for r in history if r["phase"] == "full"]
-        metrics = {"steps": settings.total_steps, "dense_steps": settings.dense_steps, "valid": evals[-1] if evals
-                   else None, "evals": evals,
-                   "dense_semantic_iou_last50": _mean([r["semantic_iou_present"] for r in dense[-50:]
-                                                       if r.get("semantic_iou_present") is not None]),
-                   "presence_acc_last50": _mean([r["presence_dec_acc"] for r in full[-50:] if "presence_dec_acc" in r]),
-                   "giou_loss_last50": _mean([r["loss_giou"] for r in full[-50:] if "loss_giou" in r]),
-                   "proposal_giou_loss_last50": _mean([r["loss_giou_fs"] for r in full[-50:] if "loss_giou_fs" in r])}
+        metrics = {
+            "steps": settings.total_steps,
+            "dense_steps": settings.dense_steps,
+            "valid": evals[-1] if evals else None,
+            "evals": evals,
+            "dense_semantic_iou_last50": _mean(
+                [r["semantic_iou_present"] for r in dense[-50:] if r.get("semantic_iou_present") is not None]
+            ),
+            "presence_acc_last50": _mean([r["presence_dec_acc"] for r in full[-50:] if "presence_dec_acc" in r]),
+            "giou_loss_last50": _mean([r["loss_giou"] for r in full[-50:] if "loss_giou" in r]),
+            "proposal_giou_loss_last50": _mean([r["loss_giou_fs"] for r in full[-50:] if "loss_giou_fs" in r]),
+        }
         write_json(METRICS / "detector.json", metrics)
-        _write_csv(PLOTS / "detector_loss.csv", [{"step": r["step"], "loss": r["loss"]} for r in history],
-                   ["step", "loss"])
+        _write_csv(
+            PLOTS / "detector_loss.csv", [{"step": r["step"], "loss": r["loss"]} for r in history], ["step", "loss"]
+        )
         run.log_artifact(str(METRICS / "detector.json"))
     print(f"pretrain detector: {settings.total_steps} steps; validation {evals[-1] if evals else {}}")
 
@@ -128,17 +152,28 @@ def tracker(params_path: Path = PARAMS) -> None:
     params = load_params(params_path)
     settings = _settings(TrackerSettings, params, "tracker", params_path)
     run_dir = RUNS / "pretrain_tracker" / settings.key()
-    with stage_run("pretrain_tracker", params={"tracker": vars(settings)}, experiment=EXPERIMENT,
-                   tags={"profile": "tiny", "run_dir": str(run_dir)}) as run:
-        model, history, evals = train(settings, run_dir, log_metrics=lambda m, s: run.log_metrics(
-            {k: v for k, v in m.items() if v is not None}, step=s))
+    with stage_run(
+        "pretrain_tracker",
+        params={"tracker": vars(settings)},
+        experiment=EXPERIMENT,
+        tags={"profile": "tiny", "run_dir": str(run_dir)},
+    ) as run:
+        model, history, evals = train(
+            settings,
+            run_dir,
+            log_metrics=lambda m, s: run.log_metrics({k: v for k, v in m.items() if v is not None}, step=s),
+        )
         with atomic_dir(TRACKER_OUT) as tmp:
             torch.save(export_state_dict(model), tmp / "model.pt")
             (tmp / STAGE2_CONFIG).write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
-        metrics = {"steps": settings.steps, "heldout": evals[-1] if evals else None,
-                   "heldout_at_start": evals[0] if evals else None, "evals": evals,
-                   "loss_first25": _mean([r["loss"] for r in history[:25]]),
-                   "loss_last25": _mean([r["loss"] for r in history[-25:]])}
+        metrics = {
+            "steps": settings.steps,
+            "heldout": evals[-1] if evals else None,
+            "heldout_at_start": evals[0] if evals else None,
+            "evals": evals,
+            "loss_first25": _mean([r["loss"] for r in history[:25]]),
+            "loss_last25": _mean([r["loss"] for r in history[-25:]]),
+        }
         write_json(METRICS / "tracker.json", metrics)
         _write_csv(PLOTS / "tracker_loss.csv", history, ["step", "loss", "focal", "dice", "iou", "object"])
         run.log_artifact(str(METRICS / "tracker.json"))
@@ -169,10 +204,20 @@ def gate(params_path: Path = PARAMS) -> int:
         print("pretrain gate: FAILED, no weights written:\n  " + "\n  ".join(verdict["failures"]), file=sys.stderr)
         return 1
     md5 = export_weights(video_model, WEIGHTS_OUT)
-    write_json(INFO_OUT, {"md5": md5, "config": video_model.config, "gate": report,
-                          "made_by": "make pretrain (pretrain/dvc.yaml)", "dtype": "float16"})
-    print(f"pretrain gate: passed (cross-object IoU {tracking['cross_object_iou']}, J {tracking['J']} vs copy "
-          f"{tracking['copy_J']}, segm AP {detection.get('segm_AP')}); weights -> {WEIGHTS_OUT}")
+    write_json(
+        INFO_OUT,
+        {
+            "md5": md5,
+            "config": video_model.config,
+            "gate": report,
+            "made_by": "make pretrain (pretrain/dvc.yaml)",
+            "dtype": "float16",
+        },
+    )
+    print(
+        f"pretrain gate: passed (cross-object IoU {tracking['cross_object_iou']}, J {tracking['J']} vs copy "
+        f"{tracking['copy_J']}, segm AP {detection.get('segm_AP')}); weights -> {WEIGHTS_OUT}"
+    )
     return 0
 
 

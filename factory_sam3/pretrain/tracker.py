@@ -24,9 +24,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -50,13 +50,13 @@ class TrackerSettings:
     weight_decay: float = 0.05
     warmup: int = 50
     grad_clip: float = 1.0
-    frames: int = 4                  # frames per training clip
-    max_objects: int = 6             # objects prompted per clip (all visible ones up to this)
+    frames: int = 4  # frames per training clip
+    max_objects: int = 6  # objects prompted per clip (all visible ones up to this)
     speed: list = field(default_factory=lambda: [0.5, 8.0])  # px per frame at 224 px, drawn per clip
     prompt_probs: dict = field(default_factory=lambda: {"mask": 1.0})
-    locality: float = 3.0            # memory-attention query/key bias at init (0 = upstream's init)
-    trunk_lr_scale: float = 1.0      # image trunk's lr relative to ``lr`` (0 = frozen, as Stage 2 keeps it)
-    focal_weight: float = 20.0       # SAM2's
+    locality: float = 3.0  # memory-attention query/key bias at init (0 = upstream's init)
+    trunk_lr_scale: float = 1.0  # image trunk's lr relative to ``lr`` (0 = frozen, as Stage 2 keeps it)
+    focal_weight: float = 20.0  # SAM2's
     seed: int = 0
     eval_every: int = 250
     eval_clips: int = 16
@@ -67,12 +67,16 @@ class TrackerSettings:
 
     def check(self, params_file) -> None:
         if self.steps < 1 or self.frames < 2 or self.max_objects < 1:
-            raise UserError("'tracker.steps' >= 1, 'tracker.frames' >= 2 and 'tracker.max_objects' >= 1 required",
-                            params_file)
+            raise UserError(
+                "'tracker.steps' >= 1, 'tracker.frames' >= 2 and 'tracker.max_objects' >= 1 required", params_file
+            )
 
     def key(self) -> str:
-        payload = {k: v for k, v in asdict(self).items() if k not in ("eval_every", "log_every", "save_every",
-                                                                      "cpu_threads", "eval_clips")}
+        payload = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("eval_every", "log_every", "save_every", "cpu_threads", "eval_clips")
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -87,7 +91,7 @@ def locality_init_(tracker, strength: float) -> None:
             attn.k_proj.bias.fill_(strength)
 
 
-def to_batch(frames: np.ndarray, masks: np.ndarray, max_objects: int, rng: np.random.Generator) -> Optional[ClipBatch]:
+def to_batch(frames: np.ndarray, masks: np.ndarray, max_objects: int, rng: np.random.Generator) -> ClipBatch | None:
     """A generic clip -> ``ClipBatch`` of the objects visible on frame 0 (at most ``max_objects``)."""
     visible = [i for i in range(masks.shape[1]) if masks[0, i].sum() >= MIN_PIXELS]
     if not visible:
@@ -98,9 +102,15 @@ def to_batch(frames: np.ndarray, masks: np.ndarray, max_objects: int, rng: np.ra
     mean = torch.tensor(video_models.IMAGE_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(video_models.IMAGE_STD).view(1, 3, 1, 1)
     m = torch.from_numpy(masks[:, visible])
-    return ClipBatch(images=(images - mean) / std, masks=m[:, :, None], present=m.flatten(2).any(-1),
-                     supervised=torch.ones(len(frames), dtype=torch.bool), track_ids=visible,
-                     frame_indices=list(range(len(frames))), video="generic")
+    return ClipBatch(
+        images=(images - mean) / std,
+        masks=m[:, :, None],
+        present=m.flatten(2).any(-1),
+        supervised=torch.ones(len(frames), dtype=torch.bool),
+        track_ids=visible,
+        frame_indices=list(range(len(frames))),
+        video="generic",
+    )
 
 
 def heldout_clips(seed: int, count: int, num_frames: int, speed=(1.0, 8.0)) -> list:
@@ -140,9 +150,15 @@ def evaluate_tracking(model, clips) -> dict:
         values = [v for v in values if not np.isnan(v)]
         return round(float(np.mean(values)), 4) if values else None
 
-    return {"J": mean(ours), "copy_J": mean(copy), "cross_object_iou": mean(cross),
-            "gt_cross_object_iou": mean(gt_cross), "n_clips": len(clips), "n_objects": objects,
-            "n_object_frames": len(ours)}
+    return {
+        "J": mean(ours),
+        "copy_J": mean(copy),
+        "cross_object_iou": mean(cross),
+        "gt_cross_object_iou": mean(gt_cross),
+        "n_clips": len(clips),
+        "n_objects": objects,
+        "n_object_frames": len(ours),
+    }
 
 
 def _lr_factor(step: int, settings: TrackerSettings) -> float:
@@ -159,13 +175,17 @@ def prepare_model(settings: TrackerSettings):
     locality_init_(model.tracker, settings.locality)
     trunk = "detector.backbone.vision_backbone.trunk."
     for name, param in model.named_parameters():
-        param.requires_grad_(name.startswith("tracker.") or ".sam2_convs." in name
-                             or (settings.trunk_lr_scale > 0 and name.startswith(trunk)))
+        param.requires_grad_(
+            name.startswith("tracker.")
+            or ".sam2_convs." in name
+            or (settings.trunk_lr_scale > 0 and name.startswith(trunk))
+        )
     return model
 
 
-def train(settings: TrackerSettings, run_dir: Path,
-          log_metrics: Callable[[dict, int], None] = lambda m, s: None) -> tuple:
+def train(
+    settings: TrackerSettings, run_dir: Path, log_metrics: Callable[[dict, int], None] = lambda m, s: None
+) -> tuple:
     """Train (or resume) and return ``(model, history, evals)``."""
     torch.set_num_threads(max(1, settings.cpu_threads))
     model = prepare_model(settings)
@@ -178,11 +198,19 @@ def train(settings: TrackerSettings, run_dir: Path,
     for is_trunk in (False, True):
         scale = settings.trunk_lr_scale if is_trunk else 1.0
         for decay in (True, False):
-            chosen = [p for n, p in named if (n.startswith("detector.") and ".sam2_convs." not in n) == is_trunk
-                      and (p.ndim > 1) == decay]
+            chosen = [
+                p
+                for n, p in named
+                if (n.startswith("detector.") and ".sam2_convs." not in n) == is_trunk and (p.ndim > 1) == decay
+            ]
             if chosen:
-                groups.append({"params": chosen, "weight_decay": settings.weight_decay if decay else 0.0,
-                               "lr": settings.lr * scale})
+                groups.append(
+                    {
+                        "params": chosen,
+                        "weight_decay": settings.weight_decay if decay else 0.0,
+                        "lr": settings.lr * scale,
+                    }
+                )
     optimizer = torch.optim.AdamW(groups, lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings))
     held = heldout_clips(10_000 + settings.seed, settings.eval_clips, settings.eval_frames)
@@ -195,8 +223,10 @@ def train(settings: TrackerSettings, run_dir: Path,
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise UserError(f"cannot resume from a broken checkpoint ({type(err).__name__}: {err}); delete it to "
-                            "start over", checkpoint) from None
+            raise UserError(
+                f"cannot resume from a broken checkpoint ({type(err).__name__}: {err}); delete it to start over",
+                checkpoint,
+            ) from None
         model.load_state_dict(state["model"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -224,8 +254,12 @@ def train(settings: TrackerSettings, run_dir: Path,
         torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
         optimizer.step()
         scheduler.step()
-        row = {"step": step + 1, "loss": float(out["loss"].detach()),
-               **{k[4:]: float(out[k]) for k in out if k.startswith("raw_")}, "lr": scheduler.get_last_lr()[0]}
+        row = {
+            "step": step + 1,
+            "loss": float(out["loss"].detach()),
+            **{k[4:]: float(out[k]) for k in out if k.startswith("raw_")},
+            "lr": scheduler.get_last_lr()[0],
+        }
         history.append(row)
         window.append(row)
         done = step + 1
@@ -235,8 +269,12 @@ def train(settings: TrackerSettings, run_dir: Path,
             log_metrics(mean, done)
             rate = (time.monotonic() - began) / max(1, done - start)
             eta = rate * (settings.steps - done)
-            print(f"pretrain tracker: step {done}/{settings.steps}  loss {mean['loss']:.3f}  dice {mean['dice']:.3f}  "
-                  f"{rate:.2f} s/step  ETA {int(eta) // 60}:{int(eta) % 60:02d}", file=sys.stderr, flush=True)
+            print(
+                f"pretrain tracker: step {done}/{settings.steps}  loss {mean['loss']:.3f}  dice {mean['dice']:.3f}  "
+                f"{rate:.2f} s/step  ETA {int(eta) // 60}:{int(eta) % 60:02d}",
+                file=sys.stderr,
+                flush=True,
+            )
         if settings.eval_every and (done % settings.eval_every == 0 or done == settings.steps):
             evals.append({"step": done, **evaluate_tracking(model, held)})
             model.train()
@@ -247,8 +285,16 @@ def train(settings: TrackerSettings, run_dir: Path,
         if done % settings.save_every == 0 or done == settings.steps:
             run_dir.mkdir(parents=True, exist_ok=True)
             tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "step": done, "history": json.dumps(history),
-                        "evals": json.dumps(evals)}, tmp)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": done,
+                    "history": json.dumps(history),
+                    "evals": json.dumps(evals),
+                },
+                tmp,
+            )
             tmp.replace(checkpoint)
     return model, history, evals

@@ -60,8 +60,11 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
             destination = (root / info.filename.replace("\\", "/")).resolve()
             # belt and braces: the resolved path must stay inside the target
             if destination != root and root not in destination.parents:
-                raise UserError("member would be written outside the extraction folder (zip-slip)", archive,
-                                f"member '{info.filename}'")
+                raise UserError(
+                    "member would be written outside the extraction folder (zip-slip)",
+                    archive,
+                    f"member '{info.filename}'",
+                )
             if info.is_dir():
                 destination.mkdir(parents=True, exist_ok=True)
                 continue

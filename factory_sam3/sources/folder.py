@@ -65,16 +65,20 @@ def _mask_owner(mask: Path, images: set[str], names_longest_first: list[str]) ->
         suffix = f"_{name}"
         if mask.stem.endswith(suffix) and mask.stem[: -len(suffix)] in images:
             return mask.stem[: -len(suffix)], name
-    raise UserError("mask name must be <image>_<class>.png with an image in images/ and a class from "
-                    "categories.json", mask)
+    raise UserError(
+        "mask name must be <image>_<class>.png with an image in images/ and a class from categories.json", mask
+    )
 
 
 def check_layout(root: Path) -> list[dict]:
     """Check the basics of a raw-layout folder; returns its categories."""
     categories_path = root / "categories.json"
     if not categories_path.is_file():
-        raise UserError('categories.json is missing; list your classes as [{"id": 1, "name": "part_A", '
-                        '"supercategory": "part"}, ...]', categories_path)
+        raise UserError(
+            'categories.json is missing; list your classes as [{"id": 1, "name": "part_A", '
+            '"supercategory": "part"}, ...]',
+            categories_path,
+        )
     categories = check_categories(read_json(categories_path), categories_path)
     names = {c["name"] for c in categories}
 
@@ -98,8 +102,11 @@ def check_layout(root: Path) -> list[dict]:
             raise UserError("needs 'width', 'height' and an 'instances' list", ann)
         for i, inst in enumerate(instances):
             if not isinstance(inst, dict) or inst.get("category") not in names:
-                raise UserError(f"unknown category {inst.get('category') if isinstance(inst, dict) else inst!r}",
-                                ann, f"instance {i}")
+                raise UserError(
+                    f"unknown category {inst.get('category') if isinstance(inst, dict) else inst!r}",
+                    ann,
+                    f"instance {i}",
+                )
     for optional in ("groups.json", "splits.json"):
         path = root / optional
         if path.is_file():
@@ -139,8 +146,9 @@ def fetch_local(path: Any, out: Path) -> dict:
     with local_input(path, "data in the raw layout (categories.json + images/, videos/ ...)") as folder:
         root = find_root(folder, _is_root)
         if root is None:
-            raise UserError("no data in the raw layout found (categories.json with images/, videos/ or "
-                            "frame_folders/)", path)
+            raise UserError(
+                "no data in the raw layout found (categories.json with images/, videos/ or frame_folders/)", path
+            )
         return copy_layout(root, out)
 
 

@@ -44,14 +44,17 @@ def _download(project_id: str, api_key: str) -> Iterator[Path]:
     try:
         from roboflow import Roboflow  # optional dependency, only for downloads
     except ImportError:
-        raise UserError("downloading needs the 'roboflow' package: pip install roboflow "
-                        "(or point fetch.path at a downloaded COCO export folder or .zip)") from None
+        raise UserError(
+            "downloading needs the 'roboflow' package: pip install roboflow "
+            "(or point fetch.path at a downloaded COCO export folder or .zip)"
+        ) from None
     workspace, project, version = project_id.split("/")
     scratch = Path(tempfile.mkdtemp(prefix="factory-sam3-roboflow-"))
     try:
         try:
             Roboflow(api_key=api_key).workspace(workspace).project(project).version(int(version)).download(
-                "coco", location=str(scratch / "export"))
+                "coco", location=str(scratch / "export")
+            )
         except Exception as err:  # the client raises assorted errors for bad keys, names, network
             raise UserError(f"Roboflow download failed: {err}", project_id) from None
         yield scratch / "export"
@@ -84,8 +87,9 @@ def _segmentation(ann: dict, width: int, height: int, file: Path, record: str) -
             return {"size": [int(size[0]), int(size[1])], "counts": counts}, False
         raise UserError("RLE 'counts' must be a string or a list of integers", file, record)
     if isinstance(seg, list):
-        polygons = [[float(v) for v in poly] for poly in seg
-                    if isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0]
+        polygons = [
+            [float(v) for v in poly] for poly in seg if isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
+        ]
         if polygons:
             return polygons, False
     bbox = ann.get("bbox")
@@ -106,8 +110,9 @@ def _categories(exports: list[tuple[str, Path, dict]]) -> dict[int, dict]:
         for cat in check_categories(cats, json_path):
             known = by_id.get(cat["id"])
             if known is not None and known["name"] != cat["name"]:
-                raise UserError(f"category id {cat['id']} is '{cat['name']}' here but '{known['name']}' in "
-                                "another split", json_path)
+                raise UserError(
+                    f"category id {cat['id']} is '{cat['name']}' here but '{known['name']}' in another split", json_path
+                )
             by_id[cat["id"]] = cat
         used.update(a.get("category_id") for a in coco.get("annotations", []) if isinstance(a, dict))
     supers = {c["supercategory"] for c in by_id.values()}
@@ -124,8 +129,10 @@ def convert_export(root: Path, out: Path) -> dict:
                 raise UserError("not a COCO file (needs 'images', 'annotations', 'categories')", json_path)
             exports.append((split, json_path, coco))
     categories = _categories(exports)
-    new_categories = [{"id": i, "name": c["name"], "supercategory": c["supercategory"]}
-                      for i, c in enumerate(categories.values(), start=1)]
+    new_categories = [
+        {"id": i, "name": c["name"], "supercategory": c["supercategory"]}
+        for i, c in enumerate(categories.values(), start=1)
+    ]
     write_json(out / "categories.json", new_categories, indent=2, atomic=False)
     (out / "images").mkdir()
     (out / "image_annotations").mkdir()
@@ -147,8 +154,9 @@ def convert_export(root: Path, out: Path) -> dict:
             image_ids.add(image["id"])
             src = json_path.parent / image["file_name"]
             if not src.is_file():
-                raise UserError(f"image file '{image['file_name']}' not found beside the annotations", json_path,
-                                record)
+                raise UserError(
+                    f"image file '{image['file_name']}' not found beside the annotations", json_path, record
+                )
             name = safe_name(Path(image["file_name"]).stem)
             if name in splits:
                 name = f"{split}_{name}"
@@ -167,8 +175,12 @@ def convert_export(root: Path, out: Path) -> dict:
                 boxes_as_masks += from_box
                 instances.append({"category": categories[cid]["name"], "segmentation": seg})
             copy_as_jpeg(src, out / "images" / f"{name}.jpg")
-            write_json(out / "image_annotations" / f"{name}.json",
-                      {"width": width, "height": height, "instances": instances}, indent=None, atomic=False)
+            write_json(
+                out / "image_annotations" / f"{name}.json",
+                {"width": width, "height": height, "instances": instances},
+                indent=None,
+                atomic=False,
+            )
             splits[name] = split
             images_total += 1
         orphans = set(by_image) - image_ids
@@ -177,8 +189,10 @@ def convert_export(root: Path, out: Path) -> dict:
     if not images_total:
         raise UserError("the export holds no images", root)
     if boxes_as_masks:
-        print(f"warning: {boxes_as_masks} annotation(s) had no segmentation; their boxes are used as masks",
-              file=sys.stderr)
+        print(
+            f"warning: {boxes_as_masks} annotation(s) had no segmentation; their boxes are used as masks",
+            file=sys.stderr,
+        )
     write_json(out / "splits.json", splits, indent=1, atomic=False)
     return {"images": images_total, "boxes_as_masks": boxes_as_masks, "categories": len(new_categories)}
 
@@ -188,7 +202,8 @@ def fetch(params, out: Path) -> dict:
     with _input(path) as folder:
         root = find_root(folder, _is_export)
         if root is None:
-            raise UserError("no Roboflow COCO export found: expected train/, valid/ or test/ folders with "
-                            f"{ANNOTATIONS}", path)
+            raise UserError(
+                f"no Roboflow COCO export found: expected train/, valid/ or test/ folders with {ANNOTATIONS}", path
+            )
         stats = convert_export(root, out)
     return {"source": "roboflow", "path": str(path), **stats}

@@ -26,7 +26,7 @@ def url_problem(url: object) -> str | None:
     """What is wrong with ``fetch.path`` for the s3 source, or None."""
     if not isinstance(url, str) or not url.startswith("s3://"):
         return f"must be s3://bucket/prefix for the s3 source, got {url!r}"
-    if not url[len("s3://"):].partition("/")[0]:
+    if not url[len("s3://") :].partition("/")[0]:
         return f"names no bucket: {url!r}"
     return None
 
@@ -35,7 +35,7 @@ def parse_url(url: object) -> tuple[str, str]:
     problem = url_problem(url)
     if problem:
         raise UserError(f"'fetch.path' {problem}")
-    bucket, _, prefix = url[len("s3://"):].partition("/")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
     return bucket, prefix
 
 
@@ -57,10 +57,12 @@ def _explain(err: Exception, url: str, endpoint: str | None) -> UserError:
 
     where = endpoint or "the AWS S3 endpoint"
     if isinstance(err, bx.NoCredentialsError):
-        return UserError("no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
-                         url)
-    if isinstance(err, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
-                        bx.ConnectionClosedError)):
+        return UserError(
+            "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)", url
+        )
+    if isinstance(
+        err, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ConnectionClosedError)
+    ):
         return UserError(f"cannot reach S3 endpoint {where} ({err}); check fetch.endpoint_url and the network", url)
     if isinstance(err, bx.ClientError):
         code = err.response.get("Error", {}).get("Code", "")
@@ -70,7 +72,7 @@ def _explain(err: Exception, url: str, endpoint: str | None) -> UserError:
 
 
 def _relative_key(key: str, prefix: str, url: str) -> PurePosixPath:
-    rel = PurePosixPath(key[len(prefix):].lstrip("/"))
+    rel = PurePosixPath(key[len(prefix) :].lstrip("/"))
     if key.startswith("/") or ".." in rel.parts or not rel.parts:
         raise UserError("object key would be written outside the download folder; refusing", url, f"key '{key}'")
     return rel

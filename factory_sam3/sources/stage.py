@@ -87,6 +87,8 @@ def unversioned_warning(path: object) -> str | None:
         how = f"`dvc import-url {text} {layout.SOURCES}/{name}`"
         if text.startswith("s3://"):
             how += " (add `--fs-config endpointurl=URL` for MinIO/Ceph)"
-    return (f"'fetch.path' {text} is read as is, not versioned by DVC: `dvc status` will not see it change and "
-            f"dvc.lock does not record which version was used. Track it with {how}, then set fetch.source: "
-            f"folder and fetch.path: {layout.SOURCES}/{name} (README: 'Your own data').")
+    return (
+        f"'fetch.path' {text} is read as is, not versioned by DVC: `dvc status` will not see it change and "
+        f"dvc.lock does not record which version was used. Track it with {how}, then set fetch.source: "
+        f"folder and fetch.path: {layout.SOURCES}/{name} (README: 'Your own data')."
+    )

@@ -64,6 +64,8 @@ DEFECT_CHANCE = 0.85
 IDLE_SHARE = 0.5  # in an "idle line" video this share of the frames shows an empty belt (the negatives)
 MIN_VISIBLE_PIXELS = 12  # slivers smaller than this at the frame edge are not annotated
 JPEG_QUALITY = 95
+
+
 @dataclass(frozen=True)
 class SyntheticParams:
     """params.yaml ``fetch.synthetic`` (what each key means: the comments there)."""
@@ -79,8 +81,15 @@ class SyntheticParams:
     keyframe_interval: int
 
     def check(self) -> None:
-        for key in ("num_videos", "frames_per_video", "width", "height", "num_images", "sparse_videos",
-                    "keyframe_interval"):
+        for key in (
+            "num_videos",
+            "frames_per_video",
+            "width",
+            "height",
+            "num_images",
+            "sparse_videos",
+            "keyframe_interval",
+        ):
             if getattr(self, key) < 0:
                 raise Invalid(key, f"must be a non-negative integer, got {getattr(self, key)!r}")
         if self.width < 96 or self.height < 96 or self.width % 2 or self.height % 2:
@@ -96,10 +105,12 @@ class SyntheticParams:
         if self.fps <= 0:
             raise Invalid("fps", f"must be a positive number, got {self.fps!r}")
 
+
 KIND_VIDEO, KIND_IMAGE = 1, 2
 
 
 # --------------------------------------------------------------------------------------------- objects
+
 
 @dataclass
 class Defect:
@@ -114,8 +125,9 @@ class Defect:
     def polygon(self, cx: float, cy: float) -> np.ndarray:
         x, y = cx + self.dx, cy + self.dy
         if self.shape == "spot":
-            pts = cv2.ellipse2Poly((round(x), round(y)), (round(self.length / 2), round(self.width / 2)),
-                                   round(self.angle), 0, 360, 20)
+            pts = cv2.ellipse2Poly(
+                (round(x), round(y)), (round(self.length / 2), round(self.width / 2)), round(self.angle), 0, 360, 20
+            )
             return pts.astype(np.int32)
         c, s = math.cos(math.radians(self.angle)), math.sin(math.radians(self.angle))
         hl, hw = self.length / 2, self.width / 2
@@ -140,9 +152,16 @@ class BeltItem:
     def draw(self, img: np.ndarray, label: np.ndarray, x: float) -> None:
         if self.category == "part_A":
             if self._corners is None:
-                self._corners = np.array([[self.radius * math.cos(math.radians(self.angle + 60 * k)),
-                                           self.radius * math.sin(math.radians(self.angle + 60 * k))]
-                                          for k in range(6)], np.float64)
+                self._corners = np.array(
+                    [
+                        [
+                            self.radius * math.cos(math.radians(self.angle + 60 * k)),
+                            self.radius * math.sin(math.radians(self.angle + 60 * k)),
+                        ]
+                        for k in range(6)
+                    ],
+                    np.float64,
+                )
             pts = np.round(self._corners + np.array([x, self.y])).astype(np.int32)
             cv2.fillPoly(img, [pts], _shaded(PART_GREEN, self.shade))
             cv2.fillPoly(label, [pts], self.track)
@@ -157,13 +176,17 @@ class BeltItem:
             cv2.circle(label, centre, r, self.track, -1)
             c, s = math.cos(math.radians(self.angle)), math.sin(math.radians(self.angle))
             d = r - 2
-            cv2.line(img, (round(x - d * c), round(self.y - d * s)), (round(x + d * c), round(self.y + d * s)),
-                     SCREW_SLOT, 2)
+            cv2.line(
+                img, (round(x - d * c), round(self.y - d * s)), (round(x + d * c), round(self.y + d * s)), SCREW_SLOT, 2
+            )
 
 
 def _shaded(colour: tuple[int, int, int], shade: tuple[int, int, int]) -> tuple[int, int, int]:
-    return (min(255, max(0, colour[0] + shade[0])), min(255, max(0, colour[1] + shade[1])),
-            min(255, max(0, colour[2] + shade[2])))
+    return (
+        min(255, max(0, colour[0] + shade[0])),
+        min(255, max(0, colour[1] + shade[1])),
+        min(255, max(0, colour[2] + shade[2])),
+    )
 
 
 @dataclass
@@ -189,8 +212,9 @@ class Gripper:
 
     def draw(self, img: np.ndarray, label: np.ndarray, x: float, y: float, opening: float) -> None:
         # the arm is not a target: it occludes (label 0) but is not annotated
-        arm = np.array([[round(x - 8), -5], [round(x + 8), -5], [round(x + 8), round(y)], [round(x - 8), round(y)]],
-                       np.int32)
+        arm = np.array(
+            [[round(x - 8), -5], [round(x + 8), -5], [round(x + 8), round(y)], [round(x - 8), round(y)]], np.int32
+        )
         cv2.fillPoly(img, [arm], ARM_GREY)
         cv2.fillPoly(label, [arm], 0)
         half = opening + 12
@@ -205,6 +229,7 @@ class Gripper:
 
 
 # ------------------------------------------------------------------------------------------- the scene
+
 
 class Scene:
     """Static parts of one camera view: housing, belt texture strip, lighting pattern."""
@@ -222,7 +247,7 @@ class Scene:
         base[: self.belt_top] = np.clip(steel + rng.integers(-6, 7, (self.belt_top, width, 3)), 0, 255)
         for bx in range(10, width, 40):  # rivets on the housing
             cv2.circle(base, (bx, self.belt_top // 2), 3, (70, 70, 74), -1)
-        base[self.belt_bottom:] = (48, 50, 52)
+        base[self.belt_bottom :] = (48, 50, 52)
         cv2.line(base, (0, self.belt_top - 1), (width, self.belt_top - 1), (60, 60, 60), 2)
         cv2.line(base, (0, self.belt_bottom), (width, self.belt_bottom), (30, 30, 30), 2)
         self.base = base
@@ -270,6 +295,7 @@ def visible_masks(label: np.ndarray, tracks: list[int]) -> dict[int, np.ndarray]
 
 
 # ------------------------------------------------------------------------------------------- belt plan
+
 
 def _make_defect(rng: np.random.Generator, track: int, radius: float) -> Defect:
     shape = "scratch" if rng.random() < 0.5 else "spot"
@@ -413,6 +439,7 @@ def video_kind(cfg: dict, index: int) -> tuple[bool, bool]:
 
 # ------------------------------------------------------------------------------------------- videos
 
+
 def render_video(cfg: dict, seed: int, index: int, video_path: Path) -> dict:
     """Write one mp4 and return its annotation record (layout.py ``video_annotations`` format)."""
     rng = np.random.default_rng([seed, KIND_VIDEO, index])
@@ -475,6 +502,7 @@ def render_video(cfg: dict, seed: int, index: int, video_path: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------- stills
 
+
 def render_image(cfg: dict, seed: int, index: int, negative: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One still of the work cell (a frame of a busy line, or an empty belt for a negative) and its
     per-class visible masks (empty dict for a negative)."""
@@ -503,6 +531,7 @@ def render_image(cfg: dict, seed: int, index: int, negative: bool) -> tuple[np.n
 
 
 # ------------------------------------------------------------------------------------------- entry
+
 
 def fetch(params, out: Path) -> dict:
     """Generate the dataset into ``out`` (data/raw layout) from ``params`` (the typed ``fetch`` section);

@@ -98,19 +98,26 @@ def convert(root: Path, out: Path) -> dict:
                 raise UserError(f"annotation has no matching frame {png.stem}.jpg", png)
             ids = _load_index_png(png)
             if ids.shape != (height, width):
-                raise UserError(f"annotation is {ids.shape[1]}x{ids.shape[0]} but the frames are {width}x{height}",
-                                png)
+                raise UserError(f"annotation is {ids.shape[1]}x{ids.shape[0]} but the frames are {width}x{height}", png)
             present = {int(v) for v in np.unique(ids)} - {0}
             unknown = sorted(present - {int(k) for k in objects})
             if unknown:
                 raise UserError(f"object id(s) {unknown} are not listed for this video in meta.json", png)
             per_frame[str(index_of[png.stem])] = {str(oid): mask_to_rle(ids == oid) for oid in sorted(present)}
             annotated += 1
-        write_json(out / "video_annotations" / f"{name}.json", {
-            "video": name, "width": width, "height": height, "num_frames": len(frames),
-            "tracks": {str(int(oid)): {"category": obj["category"]} for oid, obj in objects.items()},
-            "frames": per_frame,
-        }, indent=None, atomic=False)
+        write_json(
+            out / "video_annotations" / f"{name}.json",
+            {
+                "video": name,
+                "width": width,
+                "height": height,
+                "num_frames": len(frames),
+                "tracks": {str(int(oid)): {"category": obj["category"]} for oid, obj in objects.items()},
+                "frames": per_frame,
+            },
+            indent=None,
+            atomic=False,
+        )
     return {"videos": len(videos), "annotated_frames": annotated, "categories": len(names)}
 
 

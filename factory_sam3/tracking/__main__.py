@@ -1,15 +1,15 @@
 """``python -m factory_sam3.tracking COMMAND``: the local MLflow store from the command line.
 
-  init   create the local store + experiment now (do it before `dvc queue start -j 2`)
-  ui     open the MLflow UI on the store (local store by default; 127.0.0.1:5000)
-  runs   list runs, optionally of one DVC experiment (--exp NAME) or pipeline (--pipeline ID)
-  find   the runs that produced a stage's current outputs (also when DVC restored them from its
-         run cache, which runs no code and logs nothing): matched by the params_hash tag
-  model  the MLflow run, data version and commit behind a model folder (by its DVC md5), e.g.
-         `model models/stage1`; the registry versions of that model
-  sync   copy runs that fell back to the local store (server was down) to MLFLOW_TRACKING_URI
-  plot   a PNG of one metric per step across runs (offline picture of a sweep)
-  where  print the tracking URI and artifact folder in use
+init   create the local store + experiment now (do it before `dvc queue start -j 2`)
+ui     open the MLflow UI on the store (local store by default; 127.0.0.1:5000)
+runs   list runs, optionally of one DVC experiment (--exp NAME) or pipeline (--pipeline ID)
+find   the runs that produced a stage's current outputs (also when DVC restored them from its
+       run cache, which runs no code and logs nothing): matched by the params_hash tag
+model  the MLflow run, data version and commit behind a model folder (by its DVC md5), e.g.
+       `model models/stage1`; the registry versions of that model
+sync   copy runs that fell back to the local store (server was down) to MLFLOW_TRACKING_URI
+plot   a PNG of one metric per step across runs (offline picture of a sweep)
+where  print the tracking URI and artifact folder in use
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ def _print_runs(runs) -> None:
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
         shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())[:4])
-        print(f"{run.info.run_id:32}  {tags.get('stage', ''):14} {tags.get('dvc_exp_name', ''):22} "
-              f"{run.info.status:9} {tags.get('params_hash', ''):12} {tags.get('tracking_fallback', ''):9} {shown}")
+        print(
+            f"{run.info.run_id:32}  {tags.get('stage', ''):14} {tags.get('dvc_exp_name', ''):22} "
+            f"{run.info.status:9} {tags.get('params_hash', ''):12} {tags.get('tracking_fallback', ''):9} {shown}"
+        )
 
 
 def _search(filter_string: str, experiment: str | None):
@@ -84,8 +86,11 @@ def _plot_runs(runs, metric: str, out: Path) -> None:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m factory_sam3.tracking", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m factory_sam3.tracking",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--experiment", help="MLflow experiment (default: params.yaml mlflow.experiment)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init", help="create the local store and experiment")
@@ -100,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     model = sub.add_parser("model", help="the runs and registry versions behind a model folder (DVC md5)")
     model.add_argument("path", type=Path, help="a model folder, e.g. models/stage1 (or one got with dvc artifacts get)")
     sync = sub.add_parser("sync", help="copy fallback runs to the tracking server")
-    sync.add_argument("--to", default=os.environ.get("MLFLOW_TRACKING_URI"),
-                      help="server URI (default: MLFLOW_TRACKING_URI)")
+    sync.add_argument(
+        "--to", default=os.environ.get("MLFLOW_TRACKING_URI"), help="server URI (default: MLFLOW_TRACKING_URI)"
+    )
     sync.add_argument("--dry-run", action="store_true")
     plot = sub.add_parser("plot", help="PNG of a metric per step across runs")
     plot.add_argument("--metric", default="loss")
@@ -124,9 +130,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"a tracking server is configured: open {uri} in a browser")
             return 0
         store.init_store(args.experiment)
-        command = ["mlflow", "ui", "--backend-store-uri", store.local_store_uri(),
-                   "--default-artifact-root", store.local_artifact_root().as_uri(),
-                   "--host", args.host, "--port", str(args.port)]
+        command = [
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            store.local_store_uri(),
+            "--default-artifact-root",
+            store.local_artifact_root().as_uri(),
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+        ]
         print(" ".join(command), file=sys.stderr)
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         os.execv(str(mlflow_bin) if mlflow_bin.exists() else "mlflow", command)

@@ -118,9 +118,11 @@ def run_tags(stage: str, workdir: Path | None = None) -> dict[str, str]:
     hashes = dataset_hashes(workdir)
     data_version = dataset_version(hashes)
     if data_version == UNKNOWN_DATASET:
-        warn(f"mlflow: {workdir / 'dvc.lock'} records no outs of the data stages {', '.join(DATA_STAGES)}: "
-             f"this run's tag dataset_version is '{UNKNOWN_DATASET}' (run the pipeline with `dvc repro` to tie "
-             "runs to their data)")
+        warn(
+            f"mlflow: {workdir / 'dvc.lock'} records no outs of the data stages {', '.join(DATA_STAGES)}: "
+            f"this run's tag dataset_version is '{UNKNOWN_DATASET}' (run the pipeline with `dvc repro` to tie "
+            "runs to their data)"
+        )
     tags = {
         "stage": stage,
         "git_commit": commit,

@@ -87,16 +87,24 @@ def record_model(run, artifact: str, workdir: Path | None = None) -> None:
     except Exception as err:  # a missing model or dvc.yaml entry must not fail a finished training
         print(f"warning: mlflow: model lineage for '{artifact}' not recorded ({err})", flush=True)
         return
-    run.set_tags({"dvc_model": artifact, "dvc_model_path": pointer["path"], "dvc_model_md5": pointer["md5"],
-                  "dvc_model_commit": pointer["git_commit"]})
+    run.set_tags(
+        {
+            "dvc_model": artifact,
+            "dvc_model_path": pointer["path"],
+            "dvc_model_md5": pointer["md5"],
+            "dvc_model_commit": pointer["git_commit"],
+        }
+    )
     run.log_dict(pointer, f"{POINTER_DIR}/dvc_model.json")
     run_tags = dict(run.tags)
     version_tags = {key: run_tags.get(key, "") for key in VERSION_TAGS}
     version_tags.update({"dvc_artifact": artifact, "dvc_path": pointer["path"], "dvc_md5": pointer["md5"]})
     name = registered_name(run.experiment, artifact)
-    description = (f"DVC artifact {artifact} ({pointer['path']}, md5 {pointer['md5']}), trained on dataset "
-                   f"{version_tags['dataset_version']} at commit {pointer['git_commit'][:10]}. "
-                   f"Get it: {pointer['get']}")
+    description = (
+        f"DVC artifact {artifact} ({pointer['path']}, md5 {pointer['md5']}), trained on dataset "
+        f"{version_tags['dataset_version']} at commit {pointer['git_commit'][:10]}. "
+        f"Get it: {pointer['get']}"
+    )
 
     def register(client, run_id: str) -> None:
         from mlflow.exceptions import MlflowException
@@ -107,13 +115,17 @@ def record_model(run, artifact: str, workdir: Path | None = None) -> None:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         try:
-            client.create_model_version(name, f"runs:/{run_id}/{POINTER_DIR}", run_id=run_id, tags=version_tags,
-                                        description=description)
+            client.create_model_version(
+                name, f"runs:/{run_id}/{POINTER_DIR}", run_id=run_id, tags=version_tags, description=description
+            )
         except MlflowException as err:
             if err.error_code in SERVER_DOWN_CODES:
                 raise  # the run moves to the local store and registers there (StageRun's fallback)
-            print(f"warning: mlflow: the registry refused {name} ({err.error_code}: {err}); the run keeps "
-                  f"its dvc_model tags", flush=True)
+            print(
+                f"warning: mlflow: the registry refused {name} ({err.error_code}: {err}); the run keeps "
+                f"its dvc_model tags",
+                flush=True,
+            )
 
     run.call("register_model_version", register)
 
@@ -128,5 +140,12 @@ def versions_of(path: str | os.PathLike, uri: str, md5: str | None = None) -> li
 
 def describe(version) -> str:
     tags = version.tags
-    return json.dumps({"model": version.name, "version": version.version, "run_id": version.run_id,
-                       **{k: tags.get(k, "") for k in (*VERSION_TAGS, "dvc_path", "dvc_md5")}}, indent=2)
+    return json.dumps(
+        {
+            "model": version.name,
+            "version": version.version,
+            "run_id": version.run_id,
+            **{k: tags.get(k, "") for k in (*VERSION_TAGS, "dvc_path", "dvc_md5")},
+        },
+        indent=2,
+    )

@@ -87,7 +87,7 @@ class StageRun:
         self._param_values.update(fresh)
         items = [Param(k, v) for k, v in fresh.items()]
         for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            chunk = items[start:start + 100]
+            chunk = items[start : start + 100]
             self._call("log_batch", lambda c, r, b=chunk: c.log_batch(r, params=b), ("params", chunk))
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
@@ -151,11 +151,14 @@ class StageRun:
         self._replay()
         from mlflow.entities import RunTag
 
-        self._client.log_batch(self.run_id, tags=[
-            RunTag("tracking_fallback", "true"),
-            RunTag("tracking_intended_uri", self.uri),
-            RunTag("tracking_fallback_reason", reason[:5000]),
-        ])
+        self._client.log_batch(
+            self.run_id,
+            tags=[
+                RunTag("tracking_fallback", "true"),
+                RunTag("tracking_intended_uri", self.uri),
+                RunTag("tracking_fallback_reason", reason[:5000]),
+            ],
+        )
 
     def _replay(self) -> None:
         for _name, (fn, _payload) in self._journal:
@@ -193,8 +196,12 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Mapping[str, Any] | None = None, experiment: str | None = None,
-              tags: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
+def stage_run(
+    stage: str,
+    params: Mapping[str, Any] | None = None,
+    experiment: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[StageRun]:
     """Open an MLflow run for ``stage`` with params (flattened) and tags; close it FINISHED/FAILED."""
     all_tags = run_tags(stage)
     all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})

@@ -80,8 +80,9 @@ def experiment_name(explicit: str | None = None, params_file: str | os.PathLike 
     from factory_sam3 import config
     from factory_sam3.errors import UserError, warn
 
-    candidates = [Path(params_file)] if params_file else [Path.cwd() / config.PARAMS_FILE,
-                                                         repo_root() / config.PARAMS_FILE]
+    candidates = (
+        [Path(params_file)] if params_file else [Path.cwd() / config.PARAMS_FILE, repo_root() / config.PARAMS_FILE]
+    )
     for path in candidates:
         if not path.is_file():
             continue
@@ -125,15 +126,14 @@ def open_client(uri: str, experiment: str, root: Path | None = None):
     from mlflow.tracking import MlflowClient
 
     if is_local_sqlite(uri):
-        root = root or Path(uri[len("sqlite:///"):]).parent
+        root = root or Path(uri[len("sqlite:///") :]).parent
         with store_lock(root):
             client = MlflowClient(tracking_uri=uri)
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
                 location = local_artifact_root(root) / experiment
                 location.mkdir(parents=True, exist_ok=True)
-                exp_id = client.create_experiment(experiment, artifact_location=location.as_uri(),
-                                                  tags=EXPERIMENT_KIND)
+                exp_id = client.create_experiment(experiment, artifact_location=location.as_uri(), tags=EXPERIMENT_KIND)
             else:
                 exp_id = exp.experiment_id
                 _mark_training_experiment(client, exp)

@@ -19,12 +19,15 @@ def _copy_run(src, dst, run, dst_exp_id: str) -> str:
     tags = [RunTag(k, v) for k, v in data.tags.items() if k != "mlflow.runName"]
     tags.append(RunTag("tracking_synced_from", f"{store.local_store_uri()}#{info.run_id}"))
     params = [Param(k, v) for k, v in data.params.items()]
-    metrics = [Metric(m.key, m.value, m.timestamp, m.step)
-               for key in data.metrics for m in src.get_metric_history(info.run_id, key)]
+    metrics = [
+        Metric(m.key, m.value, m.timestamp, m.step)
+        for key in data.metrics
+        for m in src.get_metric_history(info.run_id, key)
+    ]
     for start in range(0, max(len(params), 1), 100):
-        dst.log_batch(new_id, params=params[start:start + 100])
+        dst.log_batch(new_id, params=params[start : start + 100])
     for start in range(0, len(metrics), 1000):
-        dst.log_batch(new_id, metrics=metrics[start:start + 1000])
+        dst.log_batch(new_id, metrics=metrics[start : start + 1000])
     dst.log_batch(new_id, tags=tags)
     with tempfile.TemporaryDirectory() as tmp:
         if src.list_artifacts(info.run_id):

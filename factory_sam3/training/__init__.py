@@ -27,5 +27,6 @@ def require_validated(report: str | os.PathLike = VALIDATE_REPORT) -> None:
     if data.get("ok") is False:
         errors = data.get("errors") or []
         first = f"; first: {errors[0]}" if errors else ""
-        raise UserError(f"the data failed validation ({len(errors)} error(s){first}); fix the data and rerun "
-                        "`dvc repro`", path)
+        raise UserError(
+            f"the data failed validation ({len(errors)} error(s){first}); fix the data and rerun `dvc repro`", path
+        )

@@ -49,5 +49,6 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, pickle of non-tensors: torch raises assorted types
-        raise UserError(f"unreadable training checkpoint ({type(err).__name__}: {err}); delete it to start this "
-                        "run over", path) from None
+        raise UserError(
+            f"unreadable training checkpoint ({type(err).__name__}: {err}); delete it to start this run over", path
+        ) from None

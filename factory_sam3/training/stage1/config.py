@@ -35,7 +35,7 @@ class TrainStage1Params:
 
     lr_scale: float
     epochs: int
-    resolution: int | None       # None: the profile's (tiny 224, sam3 1008)
+    resolution: int | None  # None: the profile's (tiny 224, sam3 1008)
     batch_size: int
     gradient_accumulation: int
     num_workers: int
@@ -65,8 +65,19 @@ class TrainStage1Params:
     def check(self) -> None:
         if self.lr_scale <= 0:
             raise Invalid("lr_scale", f"must be a positive number (got {self.lr_scale!r})")
-        for key in ("epochs", "batch_size", "gradient_accumulation", "val_freq", "save_freq", "num_gpus",
-                    "num_nodes", "log_freq", "timeout_hour", "cpus_per_task", "max_ann_per_img"):
+        for key in (
+            "epochs",
+            "batch_size",
+            "gradient_accumulation",
+            "val_freq",
+            "save_freq",
+            "num_gpus",
+            "num_nodes",
+            "log_freq",
+            "timeout_hour",
+            "cpus_per_task",
+            "max_ann_per_img",
+        ):
             if getattr(self, key) < 1:
                 raise Invalid(key, f"must be >= 1 (got {getattr(self, key)})")
         if self.cpu_threads < 0:
@@ -79,9 +90,24 @@ class TrainStage1Params:
 
 # hydra `params.*` keys (configs/stage1/train.yaml); the other train_stage1 keys are launcher settings
 HYDRA_KEYS = (
-    "lr_scale", "epochs", "resolution", "batch_size", "gradient_accumulation", "num_workers", "val_freq",
-    "seed", "save_freq", "freeze", "include_negatives", "mask_loss", "max_ann_per_img", "min_resize",
-    "scheduler_warmup", "scheduler_cooldown", "scheduler_timescale", "log_freq",
+    "lr_scale",
+    "epochs",
+    "resolution",
+    "batch_size",
+    "gradient_accumulation",
+    "num_workers",
+    "val_freq",
+    "seed",
+    "save_freq",
+    "freeze",
+    "include_negatives",
+    "mask_loss",
+    "max_ann_per_img",
+    "min_resize",
+    "scheduler_warmup",
+    "scheduler_cooldown",
+    "scheduler_timescale",
+    "log_freq",
 )
 
 
@@ -96,11 +122,12 @@ class Stage1Settings:
     train_split: str = "train"
     val_split: str = "valid"
     base_lr: dict[str, float] | None = None  # overrides the profile's (transformer, vision_backbone, language_backbone)
-    tiny_init: str | None = None             # tiny only: start from this checkpoint instead of the shipped weights
+    tiny_init: str | None = None  # tiny only: start from this checkpoint instead of the shipped weights
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], params_file: str | os.PathLike = PARAMS_FILE,
-                    **launcher: Any) -> Stage1Settings:
+    def from_params(
+        cls, params: Mapping[str, Any], params_file: str | os.PathLike = PARAMS_FILE, **launcher: Any
+    ) -> Stage1Settings:
         """From the whole params file's mapping: ``model`` and ``train_stage1`` typed and checked."""
         sections = {}
         for name, section_cls in (("model", ModelParams), ("train_stage1", TrainStage1Params)):
@@ -114,8 +141,12 @@ class Stage1Settings:
         return {k: getattr(self.train, k) for k in HYDRA_KEYS}
 
 
-def settings_with(model: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None,
-                  params_file: str | os.PathLike = REPO_PARAMS, **launcher: Any) -> Stage1Settings:
+def settings_with(
+    model: Mapping[str, Any] | None = None,
+    train: Mapping[str, Any] | None = None,
+    params_file: str | os.PathLike = REPO_PARAMS,
+    **launcher: Any,
+) -> Stage1Settings:
     """A params file's ``model`` and ``train_stage1`` sections with some keys replaced: how tests, benchmarks and
     pretraining describe a run (every other value is params.yaml's, checked as the stage checks it)."""
     params = config.load(params_file)
@@ -150,8 +181,7 @@ def resize_sizes(resolution: int, min_resize: int) -> list[int]:
     return sizes or [resolution]
 
 
-def steps_per_epoch(num_images: int, world_size: int, batch_size: int, accumulation: int,
-                    ann_file: Path) -> int:
+def steps_per_epoch(num_images: int, world_size: int, batch_size: int, accumulation: int, ann_file: Path) -> int:
     """Optimizer steps per epoch exactly as the Trainer's loader gives them (DistributedSampler pads
     to ceil(N/world), DataLoader drops the last incomplete batch). Zero steps is refused (sam3#362)."""
     per_rank = math.ceil(num_images / world_size)
@@ -166,8 +196,9 @@ def steps_per_epoch(num_images: int, world_size: int, batch_size: int, accumulat
     return steps
 
 
-def compose(settings: Stage1Settings, device: str, world_size: int, run_dir: Path | None = None,
-            checkpoint: str | None = None):
+def compose(
+    settings: Stage1Settings, device: str, world_size: int, run_dir: Path | None = None, checkpoint: str | None = None
+):
     """The Hydra config for ``settings`` (an OmegaConf DictConfig, unresolved interpolations intact)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -189,8 +220,9 @@ def compose(settings: Stage1Settings, device: str, world_size: int, run_dir: Pat
     train = read_coco(train_ann)
     read_coco(data_root / settings.val_split / layout.COCO_ANNOTATIONS)
     resolution = settings.train.resolution or int(cfg.profile.resolution)
-    per_epoch = steps_per_epoch(len(train["images"]), world_size, settings.train.batch_size,
-                                settings.train.gradient_accumulation, train_ann)
+    per_epoch = steps_per_epoch(
+        len(train["images"]), world_size, settings.train.batch_size, settings.train.gradient_accumulation, train_ann
+    )
     with open_dict(cfg):
         run = cfg.run
         run.data_root = str(data_root)
@@ -217,7 +249,11 @@ def compose(settings: Stage1Settings, device: str, world_size: int, run_dir: Pat
         sub = cfg.submitit
         sub.use_cluster = settings.train.use_cluster
         sub.partition, sub.account, sub.qos = settings.train.partition, settings.train.account, settings.train.qos
-        sub.timeout_hour, sub.cpus_per_task, sub.mem_gb = settings.train.timeout_hour, settings.train.cpus_per_task, settings.train.mem_gb
+        sub.timeout_hour, sub.cpus_per_task, sub.mem_gb = (
+            settings.train.timeout_hour,
+            settings.train.cpus_per_task,
+            settings.train.mem_gb,
+        )
     OmegaConf.resolve(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))  # fail early on bad values
     return cfg
 

@@ -15,7 +15,11 @@ class CocoPrompts(COCO_FROM_JSON):
     """
 
     def __init__(self, annotation_file, prompts=None, include_negatives=True, category_chunk_size=None):
-        super().__init__(annotation_file, prompts=prompts, include_negatives=include_negatives,
-                         category_chunk_size=category_chunk_size)
+        super().__init__(
+            annotation_file,
+            prompts=prompts,
+            include_negatives=include_negatives,
+            category_chunk_size=category_chunk_size,
+        )
         if not include_negatives:
             self._raw_data = [entry for entry in self._raw_data if entry["annotations"]]

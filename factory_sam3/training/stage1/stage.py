@@ -20,10 +20,10 @@ from statistics import mean, median
 from typing import Any
 
 from factory_sam3 import layout
-from factory_sam3.io import atomic_file, write_json
 from factory_sam3.config import PARAMS_FILE, as_params_dict
 from factory_sam3.config import load as load_params
 from factory_sam3.errors import cli_entry
+from factory_sam3.io import atomic_file, write_json
 from factory_sam3.training import require_validated
 from factory_sam3.training.stage1.config import RUNS_DIR, Stage1Settings
 from factory_sam3.training.stage1.train import EXPORT_CONFIG, VAL_AP_KEY, Stage1Result, export, train
@@ -32,8 +32,16 @@ OUT_DIR = layout.MODELS / "stage1"
 METRICS_FILE = layout.METRICS / "train_stage1.json"
 PLOT_FILE = layout.PLOTS / "train_stage1_loss.csv"
 # loss components written to the plot file (main decoder output; aux/o2m copies stay in runs/.../steps.csv)
-PLOT_COMPONENTS = ("loss_bbox", "loss_giou", "loss_ce", "presence_loss", "loss_mask", "loss_dice",
-                   "loss_semantic_seg", "loss_semantic_dice")
+PLOT_COMPONENTS = (
+    "loss_bbox",
+    "loss_giou",
+    "loss_ce",
+    "presence_loss",
+    "loss_mask",
+    "loss_dice",
+    "loss_semantic_seg",
+    "loss_semantic_dice",
+)
 
 
 def loss_summary(rows: list[dict[str, float]], window: int = 10) -> dict[str, float]:
@@ -42,15 +50,22 @@ def loss_summary(rows: list[dict[str, float]], window: int = 10) -> dict[str, fl
         return {}
     window = min(window, len(losses))
     first, last = mean(losses[:window]), mean(losses[-window:])
-    return {"loss_first10_mean": first, "loss_last10_mean": last, "loss_final": losses[-1],
-            "loss_drop_ratio": last / first if first else float("nan")}
+    return {
+        "loss_first10_mean": first,
+        "loss_last10_mean": last,
+        "loss_final": losses[-1],
+        "loss_drop_ratio": last / first if first else float("nan"),
+    }
 
 
 def seconds_per_step(rows: list[dict[str, float]], column: str) -> float | None:
     """Median time between consecutive steps of one process (``cpu_s``: CPU time of the training
     process, load-independent; ``wall_s``: wall clock). Steps across a resume are skipped."""
-    diffs = [b[column] - a[column] for a, b in zip(rows, rows[1:])
-             if column in a and column in b and b["step"] == a["step"] + 1 and b[column] >= a[column]]
+    diffs = [
+        b[column] - a[column]
+        for a, b in zip(rows, rows[1:])
+        if column in a and column in b and b["step"] == a["step"] + 1 and b[column] >= a[column]
+    ]
     return round(median(diffs), 3) if diffs else None
 
 
@@ -71,8 +86,11 @@ def build_metrics(result: Stage1Result, settings: Stage1Settings, num_params: in
         metrics["final_losses"] = {k: round(v, 5) for k, v in rows[-1].items() if k in PLOT_COMPONENTS}
     val = result.val
     if val and VAL_AP_KEY not in val:  # upstream renamed its key: say so rather than report a silent null
-        print(f"train_stage1: warning: the validation stats have no '{VAL_AP_KEY}' (keys: {', '.join(sorted(val))});"
-              " val_segm_AP is null", file=sys.stderr)
+        print(
+            f"train_stage1: warning: the validation stats have no '{VAL_AP_KEY}' (keys: {', '.join(sorted(val))});"
+            " val_segm_AP is null",
+            file=sys.stderr,
+        )
     metrics["val_segm_AP"] = val.get(VAL_AP_KEY)
     metrics["val_segm_AP50"] = val.get(VAL_AP_KEY + "_50")
     metrics["val_epoch"] = val.get("epoch")
@@ -105,15 +123,21 @@ def log_mlflow(params: dict[str, Any], settings: Stage1Settings, result: Stage1R
     hash of the composed Hydra config (the run folder's name)."""
     from factory_sam3.tracking import record_model, stage_run
 
-    logged = {**as_params_dict("train_stage1", settings.train), **as_params_dict("model", settings.model),
-              "config_hash": result.run_dir.name}
+    logged = {
+        **as_params_dict("train_stage1", settings.train),
+        **as_params_dict("model", settings.model),
+        "config_hash": result.run_dir.name,
+    }
     experiment = (params.get("mlflow") or {}).get("experiment")
-    with stage_run("train_stage1", params=logged, experiment=experiment,
-                   tags={"profile": settings.model.profile, "run_dir": str(result.run_dir)}) as run:
+    with stage_run(
+        "train_stage1",
+        params=logged,
+        experiment=experiment,
+        tags={"profile": settings.model.profile, "run_dir": str(result.run_dir)},
+    ) as run:
         for row in result.step_rows:
             step = int(row["step"])
-            run.log_metrics({f"train/{k}": v for k, v in row.items() if k == "loss" or k in PLOT_COMPONENTS},
-                            step=step)
+            run.log_metrics({f"train/{k}": v for k, v in row.items() if k == "loss" or k in PLOT_COMPONENTS}, step=step)
         for entry in result.val_history:
             epoch = entry.get("epoch", 0)
             run.log_metrics({metric_name(f"val/{k}"): v for k, v in entry.items() if k != "epoch"}, step=int(epoch))
@@ -136,15 +160,18 @@ def run(params_path: str | os.PathLike = PARAMS_FILE, runs_dir: Path = RUNS_DIR)
     write_json(METRICS_FILE, metrics)
     log_mlflow(params, settings, result, metrics)
     ap = metrics.get("val_segm_AP")
-    print(f"train_stage1: {metrics['steps']} steps, loss {metrics.get('loss_first10_mean', float('nan')):.2f} -> "
-          f"{metrics.get('loss_last10_mean', float('nan')):.2f} (first/last 10), val segm AP "
-          f"{ap if ap is None else round(ap, 4)}; model in {OUT_DIR}/")
+    print(
+        f"train_stage1: {metrics['steps']} steps, loss {metrics.get('loss_first10_mean', float('nan')):.2f} -> "
+        f"{metrics.get('loss_last10_mean', float('nan')):.2f} (first/last 10), val segm AP "
+        f"{ap if ap is None else round(ap, 4)}; model in {OUT_DIR}/"
+    )
     return metrics
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="train_stage1", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="train_stage1", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: %(default)s)")
     run(parser.parse_args(argv).params)

@@ -83,8 +83,7 @@ class StepLogger:
         if self._step is None or "loss" not in self._row:
             return  # components wait for their step's total
         # process CPU seconds (cumulative): the step cost a quiet core would see, whatever the load
-        row = {"step": self._step, **self._row, "cpu_s": round(time.process_time(), 3),
-               "wall_s": round(time.time(), 3)}
+        row = {"step": self._step, **self._row, "cpu_s": round(time.process_time(), 3), "wall_s": round(time.time(), 3)}
         new_file = not self.path.exists() or self.path.stat().st_size == 0
         if self._columns is None:
             if new_file:
@@ -111,8 +110,9 @@ class StepLogger:
         rate = elapsed / max(1, step - self._first_step) if step > self._first_step else 0.0
         total = f"/{self.total_steps}" if self.total_steps else ""
         eta = f"  ETA {_eta(rate * (self.total_steps - done))}" if self.total_steps and rate else ""
-        print(f"train_stage1: step {done}{total}  loss {loss:.4f}  {rate:.2f} s/step{eta}",
-              file=self.stream, flush=True)
+        print(
+            f"train_stage1: step {done}{total}  loss {loss:.4f}  {rate:.2f} s/step{eta}", file=self.stream, flush=True
+        )
 
 
 def read_steps(run_dir: str | os.PathLike) -> list[dict[str, float]]:

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from factory_sam3 import layout
-from factory_sam3.errors import UserError
 from factory_sam3.device import resolve_device
+from factory_sam3.errors import UserError
 from factory_sam3.training.common import free_port, save_checkpoint
 from factory_sam3.training.stage1.config import RUNS_DIR, Stage1Settings, compose, config_hash, register_resolvers
 
@@ -42,14 +42,14 @@ VAL_AP_KEY = "coco_eval_segm_AP"
 @dataclass
 class Stage1Result:
     run_dir: Path
-    config: Any                # resolved DictConfig
-    checkpoint: Path           # the Trainer's final checkpoint.pt
+    config: Any  # resolved DictConfig
+    checkpoint: Path  # the Trainer's final checkpoint.pt
     epochs: int
     steps: int
     seconds: float
-    val: dict[str, float]      # last validation's metrics (short names)
-    val_history: list[dict]    # one dict per validation: {"epoch": e, metric: value}
-    step_rows: list[dict]      # steps.csv rows
+    val: dict[str, float]  # last validation's metrics (short names)
+    val_history: list[dict]  # one dict per validation: {"epoch": e, metric: value}
+    step_rows: list[dict]  # steps.csv rows
 
 
 def _trainer_class():
@@ -78,8 +78,9 @@ def _run_trainer(rank: int, world_size: int, port: int, cfg_container: dict) -> 
 
     sam3_compat.apply()
     register_resolvers()
-    os.environ.update(MASTER_ADDR="localhost", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world_size))
+    os.environ.update(
+        MASTER_ADDR="localhost", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size)
+    )
     cfg = OmegaConf.create(cfg_container)
     if cfg.run.get("cpu_threads"):
         import torch
@@ -111,8 +112,13 @@ class _SlurmJob:
         from factory_sam3.models import sam3_compat
 
         env = submitit.JobEnvironment()
-        os.environ.update(MASTER_ADDR=env.hostnames[0], MASTER_PORT=str(self.port), RANK=str(env.global_rank),
-                          LOCAL_RANK=str(env.local_rank), WORLD_SIZE=str(env.num_tasks))
+        os.environ.update(
+            MASTER_ADDR=env.hostnames[0],
+            MASTER_PORT=str(self.port),
+            RANK=str(env.global_rank),
+            LOCAL_RANK=str(env.local_rank),
+            WORLD_SIZE=str(env.num_tasks),
+        )
         sam3_compat.apply()
         register_resolvers()
         instantiate(OmegaConf.create(self.cfg_container).trainer, _recursive_=False).run()
@@ -136,9 +142,14 @@ def submit_slurm(cfg, settings: Stage1Settings):
     if sub.qos:
         extra["qos"] = sub.qos
     kwargs = dict(
-        timeout_min=60 * int(sub.timeout_hour), name="train_stage1", slurm_partition=sub.partition,
-        gpus_per_node=settings.train.num_gpus, tasks_per_node=settings.train.num_gpus, cpus_per_task=int(sub.cpus_per_task),
-        nodes=settings.train.num_nodes, slurm_additional_parameters=extra,
+        timeout_min=60 * int(sub.timeout_hour),
+        name="train_stage1",
+        slurm_partition=sub.partition,
+        gpus_per_node=settings.train.num_gpus,
+        tasks_per_node=settings.train.num_gpus,
+        cpus_per_task=int(sub.cpus_per_task),
+        nodes=settings.train.num_nodes,
+        slurm_additional_parameters=extra,
     )
     if sub.mem_gb:
         kwargs["mem_gb"] = int(sub.mem_gb)
@@ -154,15 +165,22 @@ def run_dir_for(cfg, settings: Stage1Settings, runs_dir: Path = RUNS_DIR) -> Pat
 def prepare(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int | None = None):
     """Compose + check everything that can fail before training (checkpoint, data, sizes)."""
     # SLURM jobs run on GPU nodes: "auto" must not resolve to the submitting host's CPU
-    device = "cuda" if settings.train.use_cluster and settings.model.device == "auto" else resolve_device(settings.model.device)
+    device = (
+        "cuda"
+        if settings.train.use_cluster and settings.model.device == "auto"
+        else resolve_device(settings.model.device)
+    )
     if world_size is None:
         world_size = settings.train.num_gpus * (settings.train.num_nodes if settings.train.use_cluster else 1)
     if device == "cuda" and not settings.train.use_cluster:
         import torch
 
         if settings.train.num_gpus > torch.cuda.device_count():
-            raise UserError(f"train_stage1.num_gpus is {settings.train.num_gpus} but {torch.cuda.device_count()} "
-                            "GPU(s) are visible", "params.yaml")
+            raise UserError(
+                f"train_stage1.num_gpus is {settings.train.num_gpus} but {torch.cuda.device_count()} "
+                "GPU(s) are visible",
+                "params.yaml",
+            )
     checkpoint = None
     if settings.model.profile == "sam3":
         from factory_sam3.models.build import load_state_dict_file, resolve_checkpoint
@@ -199,8 +217,9 @@ def train(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int |
     elif world_size == 1:
         _run_trainer(0, 1, free_port(), container)
     else:
-        mp.start_processes(_run_trainer, args=(world_size, free_port(), container), nprocs=world_size,
-                           start_method="spawn")
+        mp.start_processes(
+            _run_trainer, args=(world_size, free_port(), container), nprocs=world_size, start_method="spawn"
+        )
     seconds = time.monotonic() - start
     return collect(cfg, run_dir, seconds)
 
@@ -217,8 +236,9 @@ def read_val_stats(run_dir: Path) -> list[dict]:
             if line.strip():
                 raw = json.loads(line)
                 entry = {"epoch": int(raw.get("Trainer/epoch", -1))}
-                entry.update({_short(k): float(v) for k, v in raw.items()
-                              if "coco_eval" in k and isinstance(v, (int, float))})
+                entry.update(
+                    {_short(k): float(v) for k, v in raw.items() if "coco_eval" in k and isinstance(v, (int, float))}
+                )
                 history.append(entry)
     return history
 
@@ -234,9 +254,15 @@ def collect(cfg, run_dir: Path, seconds: float) -> Stage1Result:
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     history = read_val_stats(run_dir)
     return Stage1Result(
-        run_dir=Path(run_dir), config=cfg, checkpoint=checkpoint, epochs=int(ckpt["epoch"]),
-        steps=int(ckpt["steps"]["train"]), seconds=seconds, val=history[-1] if history else {},
-        val_history=history, step_rows=read_steps(run_dir),
+        run_dir=Path(run_dir),
+        config=cfg,
+        checkpoint=checkpoint,
+        epochs=int(ckpt["epoch"]),
+        steps=int(ckpt["steps"]["train"]),
+        seconds=seconds,
+        val=history[-1] if history else {},
+        val_history=history,
+        step_rows=read_steps(run_dir),
     )
 
 
@@ -256,12 +282,15 @@ def export(result: Stage1Result, out_dir: Path) -> Path:
     with atomic_dir(out_dir) as tmp:
         save_detector_state(result.checkpoint, tmp / EXPORT_MODEL)
         (tmp / EXPORT_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        write_json(tmp / EXPORT_INFO, {
-            "profile": cfg.profile.name,
-            "resolution": int(cfg.run.resolution),
-            "categories": categories(cfg),
-            "epochs": result.epochs,
-            "steps": result.steps,
-            "format": "sam3 image model state dict, keys prefixed 'detector.' (sam3.model_builder layout)",
-        })
+        write_json(
+            tmp / EXPORT_INFO,
+            {
+                "profile": cfg.profile.name,
+                "resolution": int(cfg.run.resolution),
+                "categories": categories(cfg),
+                "epochs": result.epochs,
+                "steps": result.steps,
+                "format": "sam3 image model state dict, keys prefixed 'detector.' (sam3.model_builder layout)",
+            },
+        )
     return Path(out_dir)

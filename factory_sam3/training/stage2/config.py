@@ -18,23 +18,23 @@ SECTION = "train_stage2"
 
 @dataclass(frozen=True)
 class Stage2Settings:
-    lr_scale: float              # learning rate = base_lr[model.profile] x lr_scale
+    lr_scale: float  # learning rate = base_lr[model.profile] x lr_scale
     base_lr: dict[str, float]
-    steps: int                   # optimiser steps
-    grad_accum: int              # clips per step per process
+    steps: int  # optimiser steps
+    grad_accum: int  # clips per step per process
     frames_per_clip: int
-    stride_prob: float           # share of clips with a stride drawn from [stride_min, stride_max]
+    stride_prob: float  # share of clips with a stride drawn from [stride_min, stride_max]
     stride_min: int
     stride_max: int
-    exit_prob: float             # share of clips starting where one of their objects leaves the view
+    exit_prob: float  # share of clips starting where one of their objects leaves the view
     reverse_prob: float
     max_objects: int
     prompt_probs: dict[str, float]
     num_cond_frames: int
     correction_clicks: int
-    freeze: list[str]            # parameter-name prefixes; the longest matching prefix of freeze/train wins
+    freeze: list[str]  # parameter-name prefixes; the longest matching prefix of freeze/train wins
     train: list[str]
-    resolution: int | None       # None: Stage 1's
+    resolution: int | None  # None: Stage 1's
     weight_decay: float
     warmup_steps: int
     grad_clip: float
@@ -58,8 +58,20 @@ class Stage2Settings:
         return config.load_section(SECTION, cls, params_file)
 
     def check(self) -> None:
-        for key in ("steps", "grad_accum", "frames_per_clip", "stride_min", "stride_max", "max_objects",
-                    "num_cond_frames", "save_freq", "num_gpus", "eval_frames", "log_freq", "cpu_threads"):
+        for key in (
+            "steps",
+            "grad_accum",
+            "frames_per_clip",
+            "stride_min",
+            "stride_max",
+            "max_objects",
+            "num_cond_frames",
+            "save_freq",
+            "num_gpus",
+            "eval_frames",
+            "log_freq",
+            "cpu_threads",
+        ):
             if getattr(self, key) < 1:
                 raise Invalid(key, f"must be an integer >= 1, got {getattr(self, key)!r}")
         for key in ("correction_clicks", "warmup_steps", "seed"):

@@ -7,10 +7,10 @@ video lists it in an optional ``annotated_frames``); on an annotated frame a ``n
 on other frames nothing is known. Sparse keyframes are therefore fine: clips are sampled along the annotated
 frames, so every clip frame is supervised.
 
-``ClipSampler.sample(rng)`` draws a clip SAM2-style: a video, ``frames_per_clip`` CONSECUTIVE annotated frames
-(SAM 2's default; with probability ``stride_prob`` a stride in ``[stride_min, stride_max]`` annotated frames
-instead, the guide's range as an augmentation for larger motion), random time reversal, a first frame on which
-at least one object is visible, and at most ``max_objects`` of the objects visible there. ``ClipAugment`` applies one random
+``ClipSampler.sample(rng)`` draws a clip SAM2-style: a video, ``frames_per_clip`` CONSECUTIVE annotated frames (SAM
+2's default; with probability ``stride_prob`` a stride in ``[stride_min, stride_max]`` annotated frames instead, the
+guide's range as an augmentation for larger motion), random time reversal, a first frame on which at least one
+object is visible, and at most ``max_objects`` of the objects visible there. ``ClipAugment`` applies one random
 transform (flip, scale-crop, colour jitter) identically to every frame of the clip, and ``collate_clip`` returns a
 ``ClipBatch`` that keeps the object <-> frame bookkeeping (which object is which track, which clip frame is which
 video frame, where each object is present).
@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -81,7 +79,9 @@ def _decode(video: Video, track_index: int, frame: int) -> np.ndarray:
     try:
         return rle_to_mask(to_rle(seg, video.height, video.width)).astype(bool)
     except SegmentationError as err:
-        raise UserError(str(err), video.source, f"video {video.name} track {video.tracks[track_index].track_id} frame {frame}") from None
+        raise UserError(
+            str(err), video.source, f"video {video.name} track {video.tracks[track_index].track_id} frame {frame}"
+        ) from None
 
 
 def load_ytvis(split_dir: str | os.PathLike) -> list[Video]:
@@ -116,9 +116,7 @@ def load_ytvis(split_dir: str | os.PathLike) -> list[Video]:
             raise UserError(f"unknown video_id {ann.get('video_id')!r}", path, where)
         segs = ann.get("segmentations")
         if not isinstance(segs, list) or len(segs) != len(video.file_names):
-            raise UserError(
-                f"'segmentations' must have one entry per frame ({len(video.file_names)})", path, where
-            )
+            raise UserError(f"'segmentations' must have one entry per frame ({len(video.file_names)})", path, where)
         for f, seg in enumerate(segs):
             if seg is not None and not isinstance(seg, (dict, list)):
                 raise UserError(f"frame {f}: segmentation must be an RLE, polygons or null", path, where)
@@ -150,7 +148,7 @@ class ClipSampler:
     reverse_prob: float = 0.5
     max_objects: int = 3
     stride_prob: float = 0.2  # share of clips with a stride from [stride_min, stride_max]; the rest stride 1
-    exit_prob: float = 0.0    # share of clips that start where one of their objects leaves the view within the clip
+    exit_prob: float = 0.0  # share of clips that start where one of their objects leaves the view within the clip
 
     def __post_init__(self):
         self.usable = [v for v in self.videos if len(v.annotated) >= 2 and any(v.visible(f) for f in v.annotated)]
@@ -220,9 +218,16 @@ class ClipBatch:
     frame_indices: list[int]
     video: str
 
-    def to(self, device) -> "ClipBatch":
-        return ClipBatch(self.images.to(device), self.masks.to(device), self.present.to(device),
-                         self.supervised.to(device), self.track_ids, self.frame_indices, self.video)
+    def to(self, device) -> ClipBatch:
+        return ClipBatch(
+            self.images.to(device),
+            self.masks.to(device),
+            self.present.to(device),
+            self.supervised.to(device),
+            self.track_ids,
+            self.frame_indices,
+            self.video,
+        )
 
 
 @dataclass
@@ -261,21 +266,24 @@ def _crop_resize(x: torch.Tensor, crop, size: int, mode: str) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode=mode, **kwargs)
 
 
-def collate_clip(clip: Clip, size: int, augment: Optional[ClipAugment] = None,
-                 rng: Optional[np.random.Generator] = None) -> ClipBatch:
+def collate_clip(
+    clip: Clip, size: int, augment: ClipAugment | None = None, rng: np.random.Generator | None = None
+) -> ClipBatch:
     video = clip.video
     p = (augment or ClipAugment(enabled=False)).params(rng or np.random.default_rng(0))
     images = torch.stack([torch.from_numpy(video.image(f)).permute(2, 0, 1) for f in clip.frames]).float() / 255.0
-    masks = torch.stack([
-        torch.from_numpy(np.stack([video.mask(o, f) for o in clip.objects])) for f in clip.frames
-    ]).float()  # [T, B, H, W]
+    masks = torch.stack(
+        [torch.from_numpy(np.stack([video.mask(o, f) for o in clip.objects])) for f in clip.frames]
+    ).float()  # [T, B, H, W]
     images = _crop_resize(images, p["crop"], size, "bilinear")
     masks = _crop_resize(masks, p["crop"], size, "nearest") > 0.5
     if p["flip"]:
         images, masks = images.flip(-1), masks.flip(-1)
     gray = images.mean(dim=1, keepdim=True)
     images = images * p["brightness"]
-    images = (images - images.mean(dim=(1, 2, 3), keepdim=True)) * p["contrast"] + images.mean(dim=(1, 2, 3), keepdim=True)
+    images = (images - images.mean(dim=(1, 2, 3), keepdim=True)) * p["contrast"] + images.mean(
+        dim=(1, 2, 3), keepdim=True
+    )
     images = gray + (images - gray) * p["saturation"]
     images = images.clamp(0, 1)
     mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)

@@ -82,8 +82,9 @@ def num_objects_across_ranks(num: int, device) -> float:
     return max(float(value.item()), 1.0)
 
 
-def clip_losses(frame_outputs: dict, gt_masks: torch.Tensor, present: torch.Tensor, supervised: torch.Tensor,
-                num_objects: float) -> dict:
+def clip_losses(
+    frame_outputs: dict, gt_masks: torch.Tensor, present: torch.Tensor, supervised: torch.Tensor, num_objects: float
+) -> dict:
     """Total loss of a clip. ``frame_outputs``: frame index -> ``FrameOutput``; ``gt_masks`` ``[T, B, 1, H, W]``;
     ``present`` ``[T, B]``; ``supervised`` ``[T]`` bool (annotated frames). Returns each weighted component,
     ``loss`` (their sum) and the raw component values under ``raw_*``."""

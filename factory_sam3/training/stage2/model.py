@@ -59,7 +59,9 @@ def box_prompt(masks: torch.Tensor, rng: np.random.Generator, noise: float, nois
         box = np.array([x0, y0, x1, y1], dtype=np.float64) + jitter
         box[[0, 2]] = np.clip(box[[0, 2]], 0, W - 1)
         box[[1, 3]] = np.clip(box[[1, 3]], 0, H - 1)
-        coords[b] = torch.tensor([[min(box[0], box[2]), min(box[1], box[3])], [max(box[0], box[2]), max(box[1], box[3])]])
+        coords[b] = torch.tensor(
+            [[min(box[0], box[2]), min(box[1], box[3])], [max(box[0], box[2]), max(box[1], box[3])]]
+        )
     labels = torch.tensor([[2, 3]], dtype=torch.int32).expand(B, 2).clone()
     return {"point_coords": coords.to(masks.device), "point_labels": labels.to(masks.device)}
 
@@ -112,8 +114,16 @@ class ClipForward(nn.Module):
                 kwargs["correction_clicks"] = opts.correction_clicks
                 kwargs["generator"] = generator
             out = vm.track_frame(
-                tracker, f, p, t, is_cond, cond, prev, T,
-                checkpoint_layers=opts.checkpoint_memory_attention, **kwargs,
+                tracker,
+                f,
+                p,
+                t,
+                is_cond,
+                cond,
+                prev,
+                T,
+                checkpoint_layers=opts.checkpoint_memory_attention,
+                **kwargs,
             )
             (cond if is_cond else prev)[t] = out
             outputs[t] = out

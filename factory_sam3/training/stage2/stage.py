@@ -39,6 +39,7 @@ def run(params_path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     model_params = dataclasses.asdict(model)
     logged = {**as_params_dict(STAGE, settings), **as_params_dict("model", model)}
     with stage_run(STAGE, params=logged) as tracked:
+
         def live(row: dict) -> None:  # as it trains: a collapse (cross-object IoU near 1) shows while it happens
             tracked.log_metrics({k: v for k, v in row.items() if k != "step" and v == v}, step=int(row["step"]))
 
@@ -66,15 +67,18 @@ def show(metrics: dict[str, Any]) -> None:
     def num(value):
         return "n/a" if value is None else f"{value:.3f}"
 
-    print(f"{STAGE}: {metrics['steps']} steps in {metrics['seconds']:.0f} s; loss {metrics['loss_first10']:.3f} "
-          f"-> {metrics['loss_last10']:.3f}; held-out IoU {heldout.get('iou', float('nan')):.3f} "
-          f"(copy-forward {heldout.get('copy_iou', float('nan')):.3f}); cross-object IoU "
-          f"{num(heldout.get('cross_object_iou'))} (ground truth {num(heldout.get('gt_cross_object_iou'))})")
+    print(
+        f"{STAGE}: {metrics['steps']} steps in {metrics['seconds']:.0f} s; loss {metrics['loss_first10']:.3f} "
+        f"-> {metrics['loss_last10']:.3f}; held-out IoU {heldout.get('iou', float('nan')):.3f} "
+        f"(copy-forward {heldout.get('copy_iou', float('nan')):.3f}); cross-object IoU "
+        f"{num(heldout.get('cross_object_iou'))} (ground truth {num(heldout.get('gt_cross_object_iou'))})"
+    )
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="train_stage2", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="train_stage2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: %(default)s)")
     run(parser.parse_args(argv).params)

@@ -23,9 +23,9 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ LOSS_COLUMNS = ["loss", *losses.COMPONENTS]
 
 # ------------------------------------------------------------------------------------------------ helpers
 
+
 def apply_freeze(model: nn.Module, freeze: list, train: list) -> dict:
     """Longest matching prefix wins: a parameter is trained unless its longest match is in ``freeze``
     (parameters matching neither list train). Unknown prefixes are an error."""
@@ -60,8 +61,11 @@ def apply_freeze(model: nn.Module, freeze: list, train: list) -> dict:
         for prefix in prefixes:
             prefix = prefix.rstrip(".")
             if not any(n == prefix or n.startswith(prefix + ".") for n in names):
-                raise UserError(f"no parameters under '{prefix}' (e.g. tracker, detector.backbone.vision_backbone.trunk)",
-                                "params.yaml", f"train_stage2.{key}")
+                raise UserError(
+                    f"no parameters under '{prefix}' (e.g. tracker, detector.backbone.vision_backbone.trunk)",
+                    "params.yaml",
+                    f"train_stage2.{key}",
+                )
 
     def longest(name, prefixes):
         hits = [len(p) for p in prefixes if name == p.rstrip(".") or name.startswith(p.rstrip(".") + ".")]
@@ -88,7 +92,7 @@ def trunk_trains(model) -> bool:
     return any(p.requires_grad for p in model.neck.trunk.parameters())
 
 
-def run_key(settings: Stage2Settings, model_params: dict, inputs: list[Path], model_config: Optional[dict] = None) -> str:
+def run_key(settings: Stage2Settings, model_params: dict, inputs: list[Path], model_config: dict | None = None) -> str:
     payload = {
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("save_freq", "log_freq", "cpu_threads")},
         "model": model_params,
@@ -136,6 +140,7 @@ def load_split(data_dir: Path, split: str) -> list[Video]:
 
 # ------------------------------------------------------------------------------------------ held-out IoU
 
+
 def cross_object_iou(predicted: dict, frames: list[int]) -> float:
     """Mean IoU between the predicted masks of *different* objects on the same frame (pairs where either is
     non-empty). A tracker that follows its prompt gives distinct objects distinct masks (near 0 when they do
@@ -172,13 +177,14 @@ def heldout_iou(model, videos: list[Video], max_frames: int) -> dict:
         images = [video.image(f) for f in frames]
         predicted = video_models.track(model, images, prompts)
         annotated = set(video.annotated)
-        truth = {i: {f: video.mask(i, f) for f in frames[first + 1:] if f in annotated}
-                 for i, (first, _) in prompts.items()}  # decoded once, for both measures
+        truth = {
+            i: {f: video.mask(i, f) for f in frames[first + 1 :] if f in annotated} for i, (first, _) in prompts.items()
+        }  # decoded once, for both measures
         after_all_prompts = [f for f in frames if f in annotated and f > max(first for first, _ in prompts.values())]
         if len(prompts) > 1 and after_all_prompts:
             cross.append(cross_object_iou(predicted, after_all_prompts))
             gt_cross.append(cross_object_iou(truth, after_all_prompts))
-        for i, (first, mask) in prompts.items():
+        for i, (_, mask) in prompts.items():
             for f, gt in truth[i].items():
                 a, b = region_similarity(predicted[i][f], gt), region_similarity(mask, gt)
                 ours_all.append(a)
@@ -191,9 +197,16 @@ def heldout_iou(model, videos: list[Video], max_frames: int) -> dict:
         values = [v for v in values if not np.isnan(v)]
         return float(np.mean(values)) if values else float("nan")
 
-    return {"iou": mean(ours), "copy_iou": mean(copy), "frames": len(ours),
-            "iou_all": mean(ours_all), "copy_iou_all": mean(copy_all), "frames_all": len(ours_all),
-            "cross_object_iou": _none_if_nan(mean(cross)), "gt_cross_object_iou": _none_if_nan(mean(gt_cross))}
+    return {
+        "iou": mean(ours),
+        "copy_iou": mean(copy),
+        "frames": len(ours),
+        "iou_all": mean(ours_all),
+        "copy_iou_all": mean(copy_all),
+        "frames_all": len(ours_all),
+        "cross_object_iou": _none_if_nan(mean(cross)),
+        "gt_cross_object_iou": _none_if_nan(mean(gt_cross)),
+    }
 
 
 def _none_if_nan(value: float):
@@ -201,6 +214,7 @@ def _none_if_nan(value: float):
 
 
 # ------------------------------------------------------------------------------------------------ training
+
 
 @dataclass
 class Context:
@@ -213,31 +227,45 @@ class Context:
     device: str
     rank: int = 0
     world_size: int = 1
-    on_log: Optional[Callable[[dict], None]] = None  # rank 0, single process: live metrics (MLflow)
+    on_log: Callable[[dict], None] | None = None  # rank 0, single process: live metrics (MLflow)
 
 
 def _mean_dict(rows: list[dict]) -> dict:
-    return {k: (float(np.nanmean(vals)) if not np.all(np.isnan(vals)) else float("nan"))
-            for k in rows[0] for vals in [np.array([r[k] for r in rows], dtype=float)]}
+    return {
+        k: (float(np.nanmean(vals)) if not np.all(np.isnan(vals)) else float("nan"))
+        for k in rows[0]
+        for vals in [np.array([r[k] for r in rows], dtype=float)]
+    }
 
 
 COLLAPSE_IOU = 0.9  # training clips' cross-object IoU above this at the end: the tracker ignores its prompt
 
 
-def collapse_warning(history: list[dict], window: int = 20) -> Optional[str]:
+def collapse_warning(history: list[dict], window: int = 20) -> str | None:
     values = [r["cross_object_iou"] for r in history[-window:] if not np.isnan(r.get("cross_object_iou", np.nan))]
     if values and float(np.mean(values)) > COLLAPSE_IOU:
-        return (f"warning: {STAGE}: cross-object IoU on the last training clips is {np.mean(values):.2f} (> "
-                f"{COLLAPSE_IOU}): the tracker predicts the same mask whatever its prompt; lower "
-                "train_stage2.lr_scale or check the starting weights")
+        return (
+            f"warning: {STAGE}: cross-object IoU on the last training clips is {np.mean(values):.2f} (> "
+            f"{COLLAPSE_IOU}): the tracker predicts the same mask whatever its prompt; lower "
+            "train_stage2.lr_scale or check the starting weights"
+        )
     return None
 
 
 def save_training_state(path: Path, model, optimizer, scheduler, step: int, history: list, key: str) -> None:
     """What resumes a run: the trained weights (trainable + tracker), optimiser, schedule, history."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k in saved_keys(model)}
-    save_checkpoint({"key": key, "step": step, "model": state, "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "history": history}, path)
+    save_checkpoint(
+        {
+            "key": key,
+            "step": step,
+            "model": state,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": history,
+        },
+        path,
+    )
 
 
 def saved_keys(model) -> set[str]:
@@ -245,7 +273,7 @@ def saved_keys(model) -> set[str]:
     return {k for k in model.state_dict() if k in trainable or k.startswith("tracker.")}
 
 
-def load_training_state(path: Path, key: str) -> Optional[dict]:
+def load_training_state(path: Path, key: str) -> dict | None:
     """The run's checkpoint, or None when there is none (a fresh start). An unreadable file is an error
     (``training.common.load_checkpoint``); one of another configuration cannot be here (``key`` names the folder)
     but is refused all the same."""
@@ -253,8 +281,11 @@ def load_training_state(path: Path, key: str) -> Optional[dict]:
         return None
     payload = load_checkpoint(path)
     if not isinstance(payload, dict) or payload.get("key") != key:
-        raise UserError(f"checkpoint of another run (key {payload.get('key') if isinstance(payload, dict) else '?'}, "
-                        f"expected {key}); delete it to start this run over", path)
+        raise UserError(
+            f"checkpoint of another run (key {payload.get('key') if isinstance(payload, dict) else '?'}, "
+            f"expected {key}); delete it to start this run over",
+            path,
+        )
     return payload
 
 
@@ -264,8 +295,11 @@ def restore_weights(model, state: dict, path: Path) -> None:
     result = model.load_state_dict(state, strict=False)
     missing = sorted(expected & set(result.missing_keys))
     if result.unexpected_keys or missing:
-        problem = (f"unexpected weights {result.unexpected_keys[:3]}" if result.unexpected_keys
-                   else f"missing weights {missing[:3]}")
+        problem = (
+            f"unexpected weights {result.unexpected_keys[:3]}"
+            if result.unexpected_keys
+            else f"missing weights {missing[:3]}"
+        )
         raise UserError(f"checkpoint does not fit the model ({problem}); delete it to start this run over", path)
 
 
@@ -277,12 +311,18 @@ def prepare_model(ctx: Context) -> tuple[video_models.Sam3VideoModel, dict]:
     if info_file.is_file():
         stage1_info = json.loads(info_file.read_text())
         if stage1_info.get("profile", profile) != profile:
-            raise UserError(f"Stage 1 was trained with profile '{stage1_info.get('profile')}', model.profile is "
-                            f"'{profile}': rerun train_stage1", info_file)
+            raise UserError(
+                f"Stage 1 was trained with profile '{stage1_info.get('profile')}', model.profile is "
+                f"'{profile}': rerun train_stage1",
+                info_file,
+            )
     resolution = stage1_info.get("resolution") if profile == "tiny" else None
     if settings.resolution is not None and resolution is not None and settings.resolution != resolution:
-        raise UserError(f"'train_stage2.resolution' is {settings.resolution} but Stage 1 trained at {resolution} px "
-                        "(the image trunk comes from Stage 1): set it to null or retrain Stage 1", "params.yaml")
+        raise UserError(
+            f"'train_stage2.resolution' is {settings.resolution} but Stage 1 trained at {resolution} px "
+            "(the image trunk comes from Stage 1): set it to null or retrain Stage 1",
+            "params.yaml",
+        )
     resolution = resolution or settings.resolution
     model = video_models.build_video_model(profile, seed=settings.seed, resolution=resolution)
     base = video_models.starting_checkpoint(model, params)
@@ -292,8 +332,7 @@ def prepare_model(ctx: Context) -> tuple[video_models.Sam3VideoModel, dict]:
     return model.to(ctx.device), report
 
 
-def train_worker(rank: int, ctx: Context, port: int = 0) -> Optional[dict]:
-    settings = ctx.settings
+def train_worker(rank: int, ctx: Context, port: int = 0) -> dict | None:
     ctx.rank = rank
     device = ctx.device
     if ctx.world_size > 1:
@@ -314,7 +353,7 @@ def train_worker(rank: int, ctx: Context, port: int = 0) -> Optional[dict]:
             dist.destroy_process_group()
 
 
-def _train(ctx: Context) -> Optional[dict]:
+def _train(ctx: Context) -> dict | None:
     settings, rank, device = ctx.settings, ctx.rank, ctx.device
     is_main = rank == 0
     started = time.monotonic()
@@ -325,13 +364,22 @@ def _train(ctx: Context) -> Optional[dict]:
     if not heldout:  # say so: the held-out numbers then come from the test split evaluate also scores
         heldout, heldout_split = load_split(ctx.data_dir, "test"), "test"
         if is_main:
-            print(f"{STAGE}: warning: no validation videos in {ctx.data_dir / 'valid'}; the held-out IoU is "
-                  f"measured on the test split{'' if heldout else ' (empty too: no held-out IoU)'}",
-                  file=sys.stderr, flush=True)
-    sampler = ClipSampler(train_videos, frames_per_clip=settings.frames_per_clip, stride_min=settings.stride_min,
-                          stride_max=settings.stride_max, reverse_prob=settings.reverse_prob,
-                          max_objects=settings.max_objects, stride_prob=settings.stride_prob,
-                          exit_prob=settings.exit_prob)
+            print(
+                f"{STAGE}: warning: no validation videos in {ctx.data_dir / 'valid'}; the held-out IoU is "
+                f"measured on the test split{'' if heldout else ' (empty too: no held-out IoU)'}",
+                file=sys.stderr,
+                flush=True,
+            )
+    sampler = ClipSampler(
+        train_videos,
+        frames_per_clip=settings.frames_per_clip,
+        stride_min=settings.stride_min,
+        stride_max=settings.stride_max,
+        reverse_prob=settings.reverse_prob,
+        max_objects=settings.max_objects,
+        stride_prob=settings.stride_prob,
+        exit_prob=settings.exit_prob,
+    )
     augment = ClipAugment(enabled=settings.augment)
 
     model, report = prepare_model(ctx)
@@ -341,8 +389,10 @@ def _train(ctx: Context) -> Optional[dict]:
     ckpt_path = ctx.run_dir / key / CHECKPOINT
     optimizer, scheduler, lr = build_optimizer(model, settings, profile)
     options = ForwardOptions(
-        prompt_probs=dict(settings.prompt_probs), num_cond_frames=settings.num_cond_frames,
-        correction_clicks=settings.correction_clicks, checkpoint_memory_attention=settings.act_ckpt,
+        prompt_probs=dict(settings.prompt_probs),
+        num_cond_frames=settings.num_cond_frames,
+        correction_clicks=settings.correction_clicks,
+        checkpoint_memory_attention=settings.act_ckpt,
         train_trunk=trunk_trains(model),
     )
     module = ClipForward(model, options)
@@ -382,8 +432,9 @@ def _train(ctx: Context) -> Optional[dict]:
                 with amp if amp is not None else _null():
                     out = module(batch, rng)
                 (out["loss"] / settings.grad_accum).backward()
-            rows.append({**{k: float(out[k].detach()) for k in LOSS_COLUMNS},
-                         "cross_object_iou": out["cross_object_iou"]})
+            rows.append(
+                {**{k: float(out[k].detach()) for k in LOSS_COLUMNS}, "cross_object_iou": out["cross_object_iou"]}
+            )
         if settings.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
         optimizer.step()
@@ -393,13 +444,17 @@ def _train(ctx: Context) -> Optional[dict]:
         done = step + 1
         if is_main and (done % settings.log_freq == 0 or done == settings.steps):
             if ctx.on_log is not None:
-                window = history[-settings.log_freq:]
+                window = history[-settings.log_freq :]
                 ctx.on_log({"step": done, **_mean_dict([{k: v for k, v in r.items() if k != "step"} for r in window])})
             elapsed = time.monotonic() - loop_start
             rate = elapsed / max(1, done - start_step)
             eta = rate * (settings.steps - done)
-            print(f"{STAGE}: step {done}/{settings.steps}  loss {row['loss']:.4f}  {rate:.2f} s/step  "
-                  f"ETA {int(eta) // 60}:{int(eta) % 60:02d}", file=sys.stderr, flush=True)
+            print(
+                f"{STAGE}: step {done}/{settings.steps}  loss {row['loss']:.4f}  {rate:.2f} s/step  "
+                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}",
+                file=sys.stderr,
+                flush=True,
+            )
         if is_main and (done % settings.save_freq == 0 or done == settings.steps):
             save_training_state(ckpt_path, model, optimizer, scheduler, done, history, key)
     if not is_main:
@@ -424,11 +479,18 @@ def _train(ctx: Context) -> Optional[dict]:
         "loss_first10": float(np.mean(losses_seq[:k])) if k else None,
         "loss_last10": float(np.mean(losses_seq[-k:])) if k else None,
         "final": {c: float(np.mean([r[c] for r in history[-k:]])) for c in LOSS_COLUMNS} if k else {},
-        "train_cross_object_iou_last20": _none_if_nan(_mean_dict([{"v": r.get("cross_object_iou", float("nan"))}
-                                                                  for r in history[-20:]])["v"]) if history else None,
+        "train_cross_object_iou_last20": _none_if_nan(
+            _mean_dict([{"v": r.get("cross_object_iou", float("nan"))} for r in history[-20:]])["v"]
+        )
+        if history
+        else None,
         "collapse_warning": warning,
-        "heldout": None if after is None else {
-            **after, "iou_before_training": None if before is None else before["iou"], "split": heldout_split,
+        "heldout": None
+        if after is None
+        else {
+            **after,
+            "iou_before_training": None if before is None else before["iou"],
+            "split": heldout_split,
         },
         "trainable_params": report["trainable"],
         "frozen_params": report["frozen"],
@@ -451,18 +513,35 @@ def _spawn_entry(rank: int, ctx: Context, port: int) -> None:
         write_outputs(result, ctx)
 
 
-def run(settings: Stage2Settings, model_params: dict, data_dir: Path = layout.YTVIS,
-        stage1_dir: Path = layout.MODELS / "stage1", out_dir: Path = layout.MODELS / "stage2",
-        runs_dir: Path = RUNS_DIR, metrics_file: Path = layout.METRICS / f"{STAGE}.json",
-        plot_file: Path = layout.PLOTS / f"{STAGE}_loss.csv", on_log: Optional[Callable[[dict], None]] = None) -> dict:
+def run(
+    settings: Stage2Settings,
+    model_params: dict,
+    data_dir: Path = layout.YTVIS,
+    stage1_dir: Path = layout.MODELS / "stage1",
+    out_dir: Path = layout.MODELS / "stage2",
+    runs_dir: Path = RUNS_DIR,
+    metrics_file: Path = layout.METRICS / f"{STAGE}.json",
+    plot_file: Path = layout.PLOTS / f"{STAGE}_loss.csv",
+    on_log: Callable[[dict], None] | None = None,
+) -> dict:
     """Train, export ``out_dir``, write the metrics and plot files; returns the metrics."""
     device = resolve_device(model_params.get("device", "auto"))
     if device == "cuda" and settings.num_gpus > torch.cuda.device_count():
-        raise UserError(f"'train_stage2.num_gpus' is {settings.num_gpus} but {torch.cuda.device_count()} GPUs are visible",
-                        "params.yaml")
+        raise UserError(
+            f"'train_stage2.num_gpus' is {settings.num_gpus} but {torch.cuda.device_count()} GPUs are visible",
+            "params.yaml",
+        )
     video_models.stage1_weights_file(stage1_dir)  # a clear error before anything starts
-    ctx = Context(settings, dict(model_params), Path(data_dir), Path(stage1_dir), Path(out_dir), Path(runs_dir),
-                  device, world_size=settings.num_gpus)
+    ctx = Context(
+        settings,
+        dict(model_params),
+        Path(data_dir),
+        Path(stage1_dir),
+        Path(out_dir),
+        Path(runs_dir),
+        device,
+        world_size=settings.num_gpus,
+    )
     ctx.metrics_file, ctx.plot_file = Path(metrics_file), Path(plot_file)
     ctx.on_log = on_log if settings.num_gpus == 1 else None
     if settings.num_gpus > 1:
@@ -478,7 +557,9 @@ def run(settings: Stage2Settings, model_params: dict, data_dir: Path = layout.YT
 def write_outputs(result: dict, ctx: Context) -> None:
     model, metrics, history = result["model"], result["metrics"], result["history"]
     with atomic_dir(ctx.out_dir) as tmp:
-        video_models.save_stage2(model, tmp, extra={"stage2": {"steps": metrics["steps"], "run_key": result["run_key"]}})
+        video_models.save_stage2(
+            model, tmp, extra={"stage2": {"steps": metrics["steps"], "run_key": result["run_key"]}}
+        )
     write_json(ctx.metrics_file, metrics)
     columns = ["step", *LOSS_COLUMNS, "cross_object_iou", "lr"]
     with atomic_file(ctx.plot_file) as handle:
