@@ -28,7 +28,10 @@ data/splits.json  (to_coco)      {"<video or image>": "train"|"valid"|"test"} fo
 data/coco/<split>/_annotations.coco.json + the split's images beside it (split in train, valid, test)
 data/ytvis/<split>/annotations.json + <video>/00000.jpg ... beside it
 reports/validate.json  (validate)
-models/stage1/, models/stage2/  (training outputs); metrics/*.json; plots/*.csv
+models/stage1/, models/stage2/  (train_stage1, train_stage2: the exports)
+metrics/<stage>.json, plots/<stage>_loss.csv  (DVC metrics and plots of the training and evaluate stages)
+reports/evaluate/, reports/evaluate_details.json  (evaluate: pictures, per-class and per-video details)
+runs/<stage>/<hash>/  (git-ignored scratch: resumable checkpoints and trainer logs)
 """
 
 from pathlib import Path
@@ -45,7 +48,7 @@ SPLITS = ("train", "valid", "test")
 COCO_ANNOTATIONS = "_annotations.coco.json"
 YTVIS_ANNOTATIONS = "annotations.json"
 FRAMES_MANIFEST = "manifest.json"  # data/frames/manifest.json
-VALIDATE_REPORT = Path("reports") / "validate.json"
+VALIDATE_REPORT = Path("reports") / "validate.json"  # layout.REPORTS / "validate.json"
 
 # names inside data/raw (the layout above); factory_sam3.data.raw reads them, the sources write them
 RAW_CATEGORIES = "categories.json"
@@ -64,6 +67,27 @@ MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 RUNS = Path("runs")  # git-ignored scratch: trainer logs and resumable checkpoints that outlive a killed stage
+REPORTS = Path("reports")
+STAGE1_MODEL = MODELS / "stage1"
+STAGE2_MODEL = MODELS / "stage2"
+EVALUATE_PICTURES = REPORTS / "evaluate"
+EVALUATE_DETAILS = REPORTS / "evaluate_details.json"
+
+
+def metrics_file(stage: str) -> Path:
+    """metrics/<stage>.json: a stage's DVC metrics."""
+    return METRICS / f"{stage}.json"
+
+
+def loss_plot(stage: str) -> Path:
+    """plots/<stage>_loss.csv: a training stage's per-step losses (DVC plot)."""
+    return PLOTS / f"{stage}_loss.csv"
+
+
+def runs_dir(stage: str) -> Path:
+    """runs/<stage>/: a training stage's resumable scratch."""
+    return RUNS / stage
+
 
 CATEGORIES = [
     {"id": 1, "name": "gripper", "supercategory": "tool"},

@@ -66,12 +66,12 @@ from factory_sam3.evaluation.runner import (
 )
 from factory_sam3.io import atomic_dir, write_json
 
-METRICS_FILE = layout.METRICS / "evaluate.json"
-PICTURES_DIR = Path("reports") / "evaluate"
-DETAILS_FILE = Path("reports") / "evaluate_details.json"
+METRICS_FILE = layout.metrics_file("evaluate")
+PICTURES_DIR = layout.EVALUATE_PICTURES
+DETAILS_FILE = layout.EVALUATE_DETAILS
 LOSS_CSVS = {
-    "Stage 1 (image)": layout.PLOTS / "train_stage1_loss.csv",
-    "Stage 2 (video)": layout.PLOTS / "train_stage2_loss.csv",
+    "Stage 1 (image)": layout.loss_plot("train_stage1"),
+    "Stage 2 (video)": layout.loss_plot("train_stage2"),
 }
 VIDEO_ONLY = ("stage1",)  # its image model is the Stage 1 export, scored under "finetuned"
 # compared in "gain": higher is better for all of them
@@ -358,8 +358,8 @@ def run(
     all_params: Mapping[str, Any],
     coco_root: Path = layout.COCO,
     ytvis_root: Path = layout.YTVIS,
-    stage1_dir: Path = layout.MODELS / "stage1",
-    stage2_dir: Path = layout.MODELS / "stage2",
+    stage1_dir: Path = layout.STAGE1_MODEL,
+    stage2_dir: Path = layout.STAGE2_MODEL,
     metrics_file: Path = METRICS_FILE,
     pictures_dir: Path = PICTURES_DIR,
     details_file: Path = DETAILS_FILE,

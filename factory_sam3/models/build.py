@@ -50,12 +50,17 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint's state dict with weights_only=True (Trainer checkpoints keep it under 'model')."""
+    """The package's one reader of weight files: a state dict with ``weights_only=True`` (Trainer checkpoints and
+    ``{"model": sd}`` files unwrapped); a missing, unreadable or non-state-dict file is a UserError naming it."""
     path = Path(path)
+    if not path.is_file():
+        raise UserError("checkpoint not found", path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"not a readable PyTorch checkpoint: {err}", path) from None
+    except Exception as err:  # corrupt file, pickle of non-tensors: torch raises assorted types
+        raise UserError(
+            f"cannot load checkpoint, not a readable PyTorch checkpoint ({type(err).__name__}: {err})", path
+        ) from None
     if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
         ckpt = ckpt["model"]
     if not isinstance(ckpt, dict):

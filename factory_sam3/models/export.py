@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from factory_sam3 import layout
 from factory_sam3.errors import UserError
 
 MODEL_FILE = "model.pt"
@@ -37,7 +38,7 @@ def read_info(path: str | os.PathLike) -> dict:
     return json.loads(info_file.read_text())
 
 
-def load_stage1(path: str | os.PathLike = "models/stage1", device: str = "cpu") -> nn.Module:
+def load_stage1(path: str | os.PathLike = layout.STAGE1_MODEL, device: str = "cpu") -> nn.Module:
     """The trained Stage 1 model in eval mode, ready for :func:`factory_sam3.models.predict_image`.
 
     Rebuilds the profile the export was trained with and strict-loads its weights (a missing weight

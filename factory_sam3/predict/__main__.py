@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from factory_sam3 import layout
 from factory_sam3.errors import cli_entry
 
 EXAMPLES = """examples:
@@ -37,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         "-m",
-        default="models/stage2",
+        default=str(layout.STAGE2_MODEL),
         help="models/stage2 (default: detector + tracker), models/stage1 (images only), or sam3 "
         "(the released weights, see --checkpoint)",
     )

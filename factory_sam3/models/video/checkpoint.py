@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
+from factory_sam3 import layout
 from factory_sam3.errors import UserError
+from factory_sam3.models.build import load_state_dict_file
 from factory_sam3.models.video.build import (
     STAGE2_CONFIG,
     STAGE2_WEIGHTS,
@@ -19,22 +21,6 @@ from factory_sam3.models.video.build import (
 )
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-
-
-def load_state_file(path: str | os.PathLike) -> dict:
-    """A state dict saved with torch.save, loaded with ``weights_only=True`` (``{"model": sd}`` unwrapped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("checkpoint not found", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, pickle of non-tensors
-        raise UserError(f"cannot load checkpoint ({type(err).__name__}: {err})", path) from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise UserError("checkpoint is not a state dict", path)
-    return state
 
 
 def stage1_weights_file(stage1: str | os.PathLike) -> Path:
@@ -107,10 +93,10 @@ def init_from_checkpoints(model: Sam3VideoModel, stage1: str | os.PathLike | Non
         from factory_sam3.models.build import resolve_checkpoint
 
         base_checkpoint = resolve_checkpoint(base_checkpoint)  # local path, or the gated hub id (HF_TOKEN)
-        base_det, base_trk = split_stage1_state(load_state_file(base_checkpoint))
+        base_det, base_trk = split_stage1_state(load_state_dict_file(base_checkpoint))
         report["tracker_from"] = str(base_checkpoint)
     det_state, trk_state = (
-        ({}, {}) if stage1 is None else split_stage1_state(load_state_file(stage1_weights_file(stage1)))
+        ({}, {}) if stage1 is None else split_stage1_state(load_state_dict_file(stage1_weights_file(stage1)))
     )
     detector_keys = set(model.detector.state_dict())
     merged = {k: v for k, v in base_det.items() if k in detector_keys}
@@ -179,7 +165,7 @@ def save_stage2(model: Sam3VideoModel, out_dir: Path, extra: dict | None = None)
 
 
 def load_stage2(
-    path: str | os.PathLike = "models/stage2", profile: str | None = None, device: str | torch.device = "cpu"
+    path: str | os.PathLike = layout.STAGE2_MODEL, profile: str | None = None, device: str | torch.device = "cpu"
 ):
     """Rebuild the Stage 2 video model from ``path`` (a ``models/stage2`` directory or a ``model.pt``),
     strictly, in eval mode. ``profile`` defaults to the one recorded in ``config.json``."""
@@ -191,7 +177,7 @@ def load_stage2(
     tiny_tracker = TinyTrackerConfig(**config["tracker"]) if profile == "tiny" and "tracker" in config else TINY_TRACKER
     resolution = config.get("detector", {}).get("resolution") if profile == "tiny" else None
     model = build_video_model(profile, seed=None, tiny_tracker=tiny_tracker, resolution=resolution)
-    state = load_state_file(weights)
+    state = load_state_dict_file(weights)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

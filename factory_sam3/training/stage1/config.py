@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO_ROOT / "configs" / "stage1"
 REPO_PARAMS = REPO_ROOT / "params.yaml"
 CONFIG_NAME = "train"
-RUNS_DIR = layout.RUNS / "train_stage1"
+RUNS_DIR = layout.runs_dir("train_stage1")
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from factory_sam3.training import require_validated
 from factory_sam3.training.stage1.config import RUNS_DIR, Stage1Settings
 from factory_sam3.training.stage1.train import EXPORT_CONFIG, VAL_AP_KEY, Stage1Result, export, train
 
-OUT_DIR = layout.MODELS / "stage1"
-METRICS_FILE = layout.METRICS / "train_stage1.json"
-PLOT_FILE = layout.PLOTS / "train_stage1_loss.csv"
+OUT_DIR = layout.STAGE1_MODEL
+METRICS_FILE = layout.metrics_file("train_stage1")
+PLOT_FILE = layout.loss_plot("train_stage1")
 # loss components written to the plot file (main decoder output; aux/o2m copies stay in runs/.../steps.csv)
 PLOT_COMPONENTS = (
     "loss_bbox",

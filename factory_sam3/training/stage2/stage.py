@@ -24,8 +24,8 @@ from factory_sam3.training import require_validated
 from factory_sam3.training.stage2.config import Stage2Settings
 
 STAGE = "train_stage2"
-METRICS_FILE = layout.METRICS / f"{STAGE}.json"
-PLOT_FILE = layout.PLOTS / f"{STAGE}_loss.csv"
+METRICS_FILE = layout.metrics_file(STAGE)
+PLOT_FILE = layout.loss_plot(STAGE)
 
 
 def run(params_path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def run(params_path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
             flat.update({f"heldout_{k}": v for k, v in metrics["heldout"].items() if isinstance(v, (int, float))})
         flat.update({"seconds": metrics["seconds"], "s_per_step": metrics["s_per_step"]})
         tracked.log_metrics(flat)
-        for path in (METRICS_FILE, PLOT_FILE, layout.MODELS / "stage2" / "config.json"):
+        for path in (METRICS_FILE, PLOT_FILE, layout.STAGE2_MODEL / "config.json"):
             tracked.log_artifact(path)
         record_model(tracked, "stage2-model")  # DVC artifact <-> MLflow run + registry version
     show(metrics)

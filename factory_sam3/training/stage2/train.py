@@ -45,7 +45,9 @@ from factory_sam3.training.stage2.data import ClipAugment, ClipSampler, Video, c
 from factory_sam3.training.stage2.model import ClipForward, ForwardOptions
 
 STAGE = "train_stage2"
-RUNS_DIR = layout.RUNS / STAGE
+RUNS_DIR = layout.runs_dir(STAGE)
+METRICS_FILE = layout.metrics_file(STAGE)
+PLOT_FILE = layout.loss_plot(STAGE)
 CHECKPOINT = "last.pt"
 LOSS_COLUMNS = ["loss", *losses.COMPONENTS]
 
@@ -517,11 +519,11 @@ def run(
     settings: Stage2Settings,
     model_params: dict,
     data_dir: Path = layout.YTVIS,
-    stage1_dir: Path = layout.MODELS / "stage1",
-    out_dir: Path = layout.MODELS / "stage2",
+    stage1_dir: Path = layout.STAGE1_MODEL,
+    out_dir: Path = layout.STAGE2_MODEL,
     runs_dir: Path = RUNS_DIR,
-    metrics_file: Path = layout.METRICS / f"{STAGE}.json",
-    plot_file: Path = layout.PLOTS / f"{STAGE}_loss.csv",
+    metrics_file: Path = METRICS_FILE,
+    plot_file: Path = PLOT_FILE,
     on_log: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train, export ``out_dir``, write the metrics and plot files; returns the metrics."""
