@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from factory_sam3 import layout
-from factory_sam3.config import model_section
+from factory_sam3 import config, layout
+from factory_sam3.config import ModelParams
 from factory_sam3.evaluation.models import load_pair, video_tracker
 from factory_sam3.evaluation.runner import EvalSettings, copy_prompt_tracker, empty_tracker, evaluate_videos
 from factory_sam3.models import video as video_models
@@ -52,9 +52,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/stage2_seeds.json"))
     args = parser.parse_args()
 
-    base = Stage2Settings.load(args.params)
+    base = config.load_section("train_stage2", Stage2Settings, args.params)
     torch.set_num_threads(base.cpu_threads)
-    model_params = dataclasses.asdict(model_section(args.params))
+    model_params = dataclasses.asdict(config.load_section("model", ModelParams, args.params))
     test_dir = layout.YTVIS / "test"
     stage1_dir = layout.MODELS / "stage1"
 

@@ -63,6 +63,14 @@ class Invalid(ValueError):
 # --------------------------------------------------------------------------- the shared `model` section
 
 
+def device_problem(name: str) -> str | None:
+    """What is wrong with a device name in params.yaml, or None: the one rule the params checks (``model``,
+    ``evaluate``) and ``factory_sam3.device.resolve_device`` share."""
+    if name in ("auto", "cpu", "cuda") or name.startswith("cuda:"):
+        return None
+    return f"must be auto, cpu, cuda or cuda:N (got {name!r})"
+
+
 @dataclass(frozen=True)
 class ModelParams:
     """``model``: which SAM3 the training and evaluation stages build, from which weights, on which device."""
@@ -72,12 +80,9 @@ class ModelParams:
     device: str  # auto | cpu | cuda | cuda:N (factory_sam3.device)
 
     def check(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise Invalid("device", f"must be auto, cpu, cuda or cuda:N (got {self.device!r})")
-
-
-def model_section(path: str | os.PathLike = PARAMS_FILE) -> ModelParams:
-    return load_section("model", ModelParams, path)
+        problem = device_problem(self.device)
+        if problem:
+            raise Invalid("device", problem)
 
 
 # --------------------------------------------------------------------------- the file
@@ -99,15 +104,25 @@ def load(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
 
 def section(name: str, path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     """The ``name`` section as a plain mapping, or a clear error if it is missing."""
-    data = load(path)
-    if not isinstance(data.get(name), dict):
+    return section_of(load(path), name, path)
+
+
+def section_of(params: Mapping[str, Any], name: str, path: str | os.PathLike = PARAMS_FILE) -> Any:
+    """The ``name`` section of an already loaded params mapping, or a clear error if it is missing."""
+    if not isinstance(params.get(name), Mapping):
         raise UserError(f"missing section '{name}'", path)
-    return data[name]
+    return params[name]
+
+
+def typed_section(params: Mapping[str, Any], name: str, cls: type[T], path: str | os.PathLike = PARAMS_FILE) -> T:
+    """The ``name`` section of an already loaded params mapping as a checked ``cls`` (one read of the file serves
+    every section a stage needs)."""
+    return from_mapping(cls, section_of(params, name, path), name, path)
 
 
 def load_section(name: str, cls: type[T], path: str | os.PathLike = PARAMS_FILE) -> T:
     """The ``name`` section of the params file at ``path`` as a ``cls`` instance (checked)."""
-    return from_mapping(cls, section(name, path), name, path)
+    return typed_section(load(path), name, cls, path)
 
 
 # --------------------------------------------------------------------------- mapping -> dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 
-from factory_sam3.config import PARAMS_FILE
+from factory_sam3.config import PARAMS_FILE, device_problem
 from factory_sam3.errors import UserError
 
 
@@ -21,8 +21,9 @@ def resolve_device(
     requested = (requested or "auto").lower()
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested != "cpu" and requested != "cuda" and not requested.startswith("cuda:"):
-        raise UserError(f"'{key}' must be auto, cpu, cuda or cuda:N (got {requested!r})", params_file)
+    problem = device_problem(requested)
+    if problem:
+        raise UserError(f"'{key}' {problem}", params_file)
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"'{key}' is {requested!r} but no CUDA GPU is visible here (use auto or cpu)", params_file)
     return requested

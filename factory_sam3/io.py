@@ -117,6 +117,17 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
     os.replace(tmp, target)
 
 
+def load_torch_file(path: str | os.PathLike, problem: str, hint: str = "") -> Any:
+    """``torch.load`` with ``weights_only=True`` on the CPU; an unreadable file (truncated, a pickle of non-tensors:
+    torch raises assorted types) is one UserError naming it: ``<problem> (<error>)<hint>``."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"{problem} ({type(err).__name__}: {err}){hint}", path) from None
+
+
 def file_md5(path: str | os.PathLike) -> str:
     """The md5 of a file's bytes, read in 1 MiB chunks (checkpoints are large)."""
     digest = hashlib.md5()

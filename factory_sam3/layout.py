@@ -48,7 +48,6 @@ SPLITS = ("train", "valid", "test")
 COCO_ANNOTATIONS = "_annotations.coco.json"
 YTVIS_ANNOTATIONS = "annotations.json"
 FRAMES_MANIFEST = "manifest.json"  # data/frames/manifest.json
-VALIDATE_REPORT = Path("reports") / "validate.json"  # layout.REPORTS / "validate.json"
 
 # names inside data/raw (the layout above); factory_sam3.data.raw reads them, the sources write them
 RAW_CATEGORIES = "categories.json"
@@ -68,6 +67,7 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 RUNS = Path("runs")  # git-ignored scratch: trainer logs and resumable checkpoints that outlive a killed stage
 REPORTS = Path("reports")
+VALIDATE_REPORT = REPORTS / "validate.json"
 STAGE1_MODEL = MODELS / "stage1"
 STAGE2_MODEL = MODELS / "stage2"
 EVALUATE_PICTURES = REPORTS / "evaluate"

@@ -118,7 +118,7 @@ def load_pair(
     if label not in LABELS:
         raise ValueError(f"unknown model label {label!r}")
     if label == "finetuned":
-        image_model = _load_stage1(stage1_dir, profile, device)
+        image_model = _load_stage1(stage1_dir, device)
         if not Path(stage2_dir).exists():
             raise UserError("Stage 2 output not found (run `dvc repro train_stage2`)", stage2_dir)
         video_model = video_models.load_stage2(stage2_dir, profile=profile, device=device)
@@ -150,7 +150,7 @@ def load_pair(
             "video": f"{start} (seed {video_seed}: detector and tracker as the profile starts)",
         }
     else:  # stage1
-        image_model = _load_stage1(stage1_dir, profile, device)
+        image_model = _load_stage1(stage1_dir, device)
         video_model = starting_video_model(
             profile, model_params, device, video_seed, video_resolution, tiny_tracker, stage1_dir=Path(stage1_dir)
         )
@@ -170,7 +170,7 @@ def _read_json(path: Path) -> dict:
         raise UserError(f"cannot read ({err})", path) from None
 
 
-def _load_stage1(stage1_dir: Path, profile: str, device: str):
+def _load_stage1(stage1_dir: Path, device: str):
     from factory_sam3 import models
 
     stage1_dir = Path(stage1_dir)

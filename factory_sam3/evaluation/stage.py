@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from factory_sam3 import config, layout
-from factory_sam3.config import PARAMS_FILE, Invalid, ModelParams, section
+from factory_sam3.config import PARAMS_FILE, Invalid, ModelParams, device_problem
 from factory_sam3.config import load as load_params
 from factory_sam3.data import parallel
 from factory_sam3.errors import UserError, cli_entry
@@ -128,18 +128,13 @@ class EvaluateParams:
             value = getattr(self, key)
             if value != "auto" and not 0 <= value <= 1:
                 raise Invalid(key, f"must be a number in [0, 1]{' or auto' * (key == 'vis_min_score')}, got {value!r}")
-        if (
-            self.device is not None
-            and self.device not in ("auto", "cpu", "cuda")
-            and not self.device.startswith("cuda:")
-        ):
-            raise Invalid("device", f"must be null (model.device), auto, cpu, cuda or cuda:N, got {self.device!r}")
+        problem = None if self.device is None else device_problem(self.device)
+        if problem:
+            raise Invalid("device", f"{problem}; null = model.device")
 
 
-def evaluate_params(section: Any, params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
+def evaluate_params(section: Mapping[str, Any], params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     """The `evaluate` section typed and checked, as the plain mapping the stage and its pool workers pass around."""
-    if not isinstance(section, Mapping):
-        raise UserError("missing section 'evaluate'", params_file)
     return dataclasses.asdict(config.from_mapping(EvaluateParams, section, "evaluate", params_file))
 
 
@@ -370,10 +365,8 @@ def run(
 ) -> dict[str, Any]:
     """Run the stage. ``model_pairs`` replaces the real models (tests); otherwise they are loaded from
     ``model``/``train_stage2`` params and the Stage 1/2 outputs."""
-    params = evaluate_params(all_params.get("evaluate"), params_file)
-    if not isinstance(all_params.get("model"), Mapping):
-        raise UserError("missing section 'model'", params_file)
-    model_params = dataclasses.asdict(config.from_mapping(ModelParams, all_params["model"], "model", params_file))
+    params = evaluate_params(config.section_of(all_params, "evaluate", params_file), params_file)
+    model_params = dataclasses.asdict(config.typed_section(all_params, "model", ModelParams, params_file))
     coco_dir = Path(coco_root) / "test"
     ytvis_dir = Path(ytvis_root) / "test"
     for path in (coco_dir, ytvis_dir):
@@ -499,7 +492,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     all_params = load_params(args.params)
-    section("evaluate", args.params)  # a clear error if the section is missing
     show(run(all_params, log_mlflow=False if args.no_mlflow else None, params_file=args.params))
 
 

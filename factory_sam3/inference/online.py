@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from factory_sam3.models import video_memory as vm
-from factory_sam3.models.video import _autocast, preprocess_frames, track
+from factory_sam3.models.video import preprocess_frames, track
+from factory_sam3.models.video.predict import _autocast
 
 UNKNOWN_LENGTH = 1 << 30  # videos streamed without a frame count: the pointer window is full-size
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from factory_sam3.errors import UserError
+from factory_sam3.io import load_torch_file
 from factory_sam3.models import pretrained, sam3_compat
 from factory_sam3.models.assets import bpe_path
 
@@ -55,12 +56,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError("checkpoint not found", path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, pickle of non-tensors: torch raises assorted types
-        raise UserError(
-            f"cannot load checkpoint, not a readable PyTorch checkpoint ({type(err).__name__}: {err})", path
-        ) from None
+    ckpt = load_torch_file(path, "cannot load checkpoint, not a readable PyTorch checkpoint")
     if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
         ckpt = ckpt["model"]
     if not isinstance(ckpt, dict):

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from factory_sam3.errors import UserError
-from factory_sam3.io import atomic_file
+from factory_sam3.io import atomic_file, load_torch_file
 
 
 def free_port() -> int:
@@ -43,12 +41,4 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike) -> Any:
     """A checkpoint written by ``save_checkpoint``; an unreadable file is a clear error naming it (delete it to
     start over), never a silent restart from step 0."""
-    import torch
-
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, pickle of non-tensors: torch raises assorted types
-        raise UserError(
-            f"unreadable training checkpoint ({type(err).__name__}: {err}); delete it to start this run over", path
-        ) from None
+    return load_torch_file(path, "unreadable training checkpoint", "; delete it to start this run over")

@@ -53,10 +53,9 @@ from factory_sam3.models.video.checkpoint import (
     stage1_weights_file,
     starting_checkpoint,
 )
-from factory_sam3.models.video.predict import _autocast, preprocess_frames, track
+from factory_sam3.models.video.predict import preprocess_frames, track
 
 __all__ = [
-    "_autocast",
     "preprocess_frames",
     "track",
     "IMAGE_MEAN",

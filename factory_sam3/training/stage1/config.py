@@ -129,12 +129,8 @@ class Stage1Settings:
         cls, params: Mapping[str, Any], params_file: str | os.PathLike = PARAMS_FILE, **launcher: Any
     ) -> Stage1Settings:
         """From the whole params file's mapping: ``model`` and ``train_stage1`` typed and checked."""
-        sections = {}
-        for name, section_cls in (("model", ModelParams), ("train_stage1", TrainStage1Params)):
-            if not isinstance(params.get(name), Mapping):
-                raise UserError(f"missing section '{name}'", params_file)
-            sections[name] = config.from_mapping(section_cls, params[name], name, params_file)
-        return cls(sections["model"], sections["train_stage1"], **launcher)
+        model = config.typed_section(params, "model", ModelParams, params_file)
+        return cls(model, config.typed_section(params, "train_stage1", TrainStage1Params, params_file), **launcher)
 
     @property
     def hydra_params(self) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from factory_sam3 import config
 from factory_sam3.config import Invalid
-from factory_sam3.training.stage2.model import PROMPTS
 
 SECTION = "train_stage2"
+PROMPTS = ("mask", "box", "points")  # what can prompt a clip's first frame (model.py draws one per clip)
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,6 @@ class Stage2Settings:
         """The section as read from ``params_file`` (a mapping): unknown, missing or ill-typed keys are one
         clear error naming ``train_stage2.<key>`` and the file."""
         return config.from_mapping(cls, params, SECTION, params_file)
-
-    @classmethod
-    def load(cls, params_file: str | os.PathLike = config.PARAMS_FILE) -> Stage2Settings:
-        return config.load_section(SECTION, cls, params_file)
 
     def check(self) -> None:
         for key in (

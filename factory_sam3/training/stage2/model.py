@@ -23,9 +23,8 @@ from torch import nn
 
 from factory_sam3.models import video_memory as vm
 from factory_sam3.training.stage2 import losses
+from factory_sam3.training.stage2.config import PROMPTS
 from factory_sam3.training.stage2.data import ClipBatch
-
-PROMPTS = ("mask", "box", "points")
 
 
 @dataclass

@@ -17,15 +17,13 @@ import dataclasses
 import os
 from typing import Any
 
-from factory_sam3 import layout
-from factory_sam3.config import PARAMS_FILE, as_params_dict, model_section
+from factory_sam3 import config, layout
+from factory_sam3.config import PARAMS_FILE, ModelParams, as_params_dict
 from factory_sam3.errors import cli_entry
 from factory_sam3.training import require_validated
 from factory_sam3.training.stage2.config import Stage2Settings
 
 STAGE = "train_stage2"
-METRICS_FILE = layout.metrics_file(STAGE)
-PLOT_FILE = layout.loss_plot(STAGE)
 
 
 def run(params_path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
@@ -34,8 +32,9 @@ def run(params_path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     from factory_sam3.training.stage2 import train
 
     require_validated()
-    settings = Stage2Settings.load(params_path)
-    model = model_section(params_path)
+    params = config.load(params_path)
+    settings = config.typed_section(params, STAGE, Stage2Settings, params_path)
+    model = config.typed_section(params, "model", ModelParams, params_path)
     model_params = dataclasses.asdict(model)
     logged = {**as_params_dict(STAGE, settings), **as_params_dict("model", model)}
     with stage_run(STAGE, params=logged) as tracked:
@@ -43,9 +42,9 @@ def run(params_path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
         def live(row: dict) -> None:  # as it trains: a collapse (cross-object IoU near 1) shows while it happens
             tracked.log_metrics({k: v for k, v in row.items() if k != "step" and v == v}, step=int(row["step"]))
 
-        metrics = train.run(settings, model_params, metrics_file=METRICS_FILE, plot_file=PLOT_FILE, on_log=live)
+        metrics = train.run(settings, model_params, on_log=live)
         if settings.num_gpus > 1:  # DDP workers cannot log live: the per-step rows from the plot file
-            with PLOT_FILE.open() as handle:
+            with train.PLOT_FILE.open() as handle:
                 for row in csv.DictReader(handle):
                     step = int(row.pop("step"))
                     tracked.log_metrics({k: float(v) for k, v in row.items() if v not in ("", "nan")}, step=step)
@@ -54,7 +53,7 @@ def run(params_path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
             flat.update({f"heldout_{k}": v for k, v in metrics["heldout"].items() if isinstance(v, (int, float))})
         flat.update({"seconds": metrics["seconds"], "s_per_step": metrics["s_per_step"]})
         tracked.log_metrics(flat)
-        for path in (METRICS_FILE, PLOT_FILE, layout.STAGE2_MODEL / "config.json"):
+        for path in (train.METRICS_FILE, train.PLOT_FILE, layout.STAGE2_MODEL / "config.json"):
             tracked.log_artifact(path)
         record_model(tracked, "stage2-model")  # DVC artifact <-> MLflow run + registry version
     show(metrics)
