@@ -29,6 +29,20 @@ def resolve_device(
     return requested
 
 
+def training_device(
+    requested: str | None, use_cluster: bool, key: str = "model.device", params_file: str | os.PathLike = PARAMS_FILE
+) -> str:
+    """The device a training run uses. Submitted to SLURM it runs on the cluster's GPU nodes, so there ``auto``
+    (and ``cuda``) mean the GPU whatever the submitting host has; ``cpu`` stays the CPU."""
+    if not use_cluster:
+        return resolve_device(requested, key, params_file)
+    requested = (requested or "auto").lower()
+    problem = device_problem(requested)
+    if problem:
+        raise UserError(f"'{key}' {problem}", params_file)
+    return "cuda" if requested == "auto" else requested
+
+
 def device_name(device: str) -> str:
     """What ran the model, for the speed numbers: the GPU's name, or the CPU and its thread count."""
     import torch

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from factory_sam3.device import resolve_device
+from factory_sam3.device import resolve_device, training_device
 from factory_sam3.errors import UserError
 from factory_sam3.evaluation import metrics
 from factory_sam3.evaluation.models import load_pair, starting_image_model, starting_video_model
@@ -101,6 +101,16 @@ def test_one_device_rule_for_every_stage(monkeypatch):
     assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
     with pytest.raises(UserError, match="'evaluate.device' must be auto, cpu, cuda or cuda:N"):
         resolve_device("tpu", "evaluate.device")
+
+
+def test_a_slurm_training_run_means_the_clusters_gpus(monkeypatch):
+    """Submitted to SLURM, auto is the GPU nodes' cuda even from a CPU-only login host; cpu stays cpu."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device("auto", use_cluster=True) == "cuda" and training_device("cuda", use_cluster=True) == "cuda"
+    assert training_device("cpu", use_cluster=True) == "cpu"
+    assert training_device("auto", use_cluster=False) == "cpu"
+    with pytest.raises(UserError, match="'model.device' must be auto, cpu, cuda or cuda:N"):
+        training_device("gpu", use_cluster=True)
 
 
 @pytest.mark.integration

@@ -420,7 +420,7 @@ def test_submitit_launcher_runs_the_trainer(coco, tmp_path, monkeypatch, capsys)
         settings(coco, use_cluster=True, partition="gpu", device="cpu", val_freq=5), runs_dir=tmp_path
     )
     assert result.epochs == 1 and result.steps == 6
-    assert "submitted local (no SLURM here) job" in capsys.readouterr().out
+    assert "submitted local (no SLURM here) job" in capsys.readouterr().err
     assert list((result.run_dir / "submitit_logs").glob("*_log.out"))
 
 

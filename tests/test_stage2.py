@@ -330,6 +330,23 @@ def test_export_strict_loads_and_tracks(tmp_path, dataset, stage1):
     assert set(metrics["final"]) == {"loss", "focal", "dice", "iou", "object"}
 
 
+@pytest.mark.integration
+def test_submitit_launcher_trains_the_same_model(tmp_path, dataset, stage1, monkeypatch, capsys):
+    """use_cluster goes through submitit, one task per GPU; without SLURM here its AutoExecutor runs the job
+    locally, and the job learns exactly what the direct run learns."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    direct = _run(tmp_path / "direct", dataset, stage1, _settings(steps=2, save_freq=5))
+    cluster = _run(tmp_path / "slurm", dataset, stage1, _settings(steps=2, save_freq=5, use_cluster=True))
+    assert "submitted local (no SLURM here) job" in capsys.readouterr().err
+    assert list((tmp_path / "slurm" / "runs" / "submitit_logs").glob("*_log.out"))
+    assert cluster["clips"] == direct["clips"] == 2  # 2 steps x 1 clip x 1 process
+    a = torch.load(tmp_path / "direct" / "stage2" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "slurm" / "stage2" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    keys = [{p.parent.name for p in (tmp_path / run / "runs").glob("*/last.pt")} for run in ("direct", "slurm")]
+    assert keys[0] == keys[1] and len(keys[0]) == 1  # where it runs is not what it learns: one run key
+
+
 def test_tracker_state_dict_matches_upstream_tracker_keys():
     """Our tracker adds no parameter: its keys are those of sam3's tracker classes built the upstream way."""
     from sam3.model.sam3_tracker_base import Sam3TrackerBase

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from factory_sam3.errors import UserError
+from factory_sam3.io import load_torch_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_WEIGHTS = REPO_ROOT / "models" / "pretrained" / "tiny_sam3.pt"
@@ -85,15 +86,11 @@ def tiny_state(path: str | os.PathLike | None = None) -> dict[str, torch.Tensor]
         )
     key = (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size)
     if key not in _CACHE:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated or corrupt file
-            raise UserError(
-                f"cannot read the tiny starting weights ({type(err).__name__}: {err}); the file is "
-                "truncated or not a PyTorch state dict: restore it with `git checkout -- "
-                "models/pretrained`",
-                path,
-            ) from None
+        state = load_torch_file(
+            path,
+            "cannot read the tiny starting weights",
+            "; the file is truncated or not a PyTorch state dict: restore it with `git checkout -- models/pretrained`",
+        )
         if (
             not isinstance(state, dict)
             or not any(k.startswith("tracker.") for k in state)

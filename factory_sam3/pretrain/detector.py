@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from factory_sam3.io import atomic_dir, atomic_file, write_json
+from factory_sam3.io import atomic_dir, atomic_file, load_torch_file, write_json
 from factory_sam3.pretrain.generic_coco import categories
 
 # --- training -------------------------------------------------------------------------------------------------------
@@ -140,10 +140,7 @@ def build_model(tracker_file: Path, seed: int):
 
     torch.manual_seed(seed)
     model = build_image_model("tiny", train=True, random_init=True)
-    try:
-        state = torch.load(tracker_file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        raise UserError(f"cannot read the tracker stage's weights ({err})", tracker_file) from None
+    state = load_torch_file(tracker_file, "cannot read the tracker stage's weights")
     prefix = "detector." + TRACKER_PARTS
     own = {k for k in model.state_dict() if k.startswith(TRACKER_PARTS)}
     # the video model's image backbone also holds the tracker's own neck (sam2_convs), which the image model lacks
@@ -231,10 +228,7 @@ def _train(settings, data_root, tracker_file, run_dir, log_metrics):
     optimizer = torch.optim.AdamW(params, lr=settings.dense_lr, weight_decay=settings.weight_decay)
     state_file = run_dir / STATE
     if state_file.is_file():
-        try:
-            state = torch.load(state_file, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise UserError(f"cannot resume from it ({err}); delete it to start over", state_file) from None
+        state = load_torch_file(state_file, "cannot resume from it", "; delete it to start over")
         try:
             model.load_state_dict(state["model"], strict=True)
         except (KeyError, RuntimeError) as err:  # another model's state under this key: say so, never a traceback

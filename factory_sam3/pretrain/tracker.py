@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from factory_sam3.errors import UserError
+from factory_sam3.io import load_torch_file
 from factory_sam3.models import video as video_models
 from factory_sam3.pretrain import generic
 from factory_sam3.training.stage2 import losses
@@ -220,13 +221,7 @@ def train(
     evals: list[dict] = []
     start = 0
     if checkpoint.is_file():
-        try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise UserError(
-                f"cannot resume from a broken checkpoint ({type(err).__name__}: {err}); delete it to start over",
-                checkpoint,
-            ) from None
+        state = load_torch_file(checkpoint, "cannot resume from a broken checkpoint", "; delete it to start over")
         model.load_state_dict(state["model"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

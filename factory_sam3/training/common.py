@@ -1,14 +1,21 @@
-"""What both training stages share: a free port for DDP, per-step seeding and checkpoint files.
+"""What both training stages share: a free port for DDP, per-step seeding, checkpoint files and SLURM jobs.
 
 Stage 1's loop is sam3's Trainer (training.stage1), Stage 2's is ours (training.stage2); both write their
 resumable checkpoints with ``save_checkpoint`` (a kill mid-write leaves the previous one intact) and read them
-with ``load_checkpoint`` (tensors only: ``weights_only=True``).
+with ``load_checkpoint`` (tensors only: ``weights_only=True``), and both go to SLURM the same way:
+``submit_to_slurm`` with the section's ``SlurmOptions``, one task per GPU; ``SlurmTask`` gives each task its
+rank in the usual ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` variables.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,3 +49,90 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     """A checkpoint written by ``save_checkpoint``; an unreadable file is a clear error naming it (delete it to
     start over), never a silent restart from step 0."""
     return load_torch_file(path, "unreadable training checkpoint", "; delete it to start this run over")
+
+
+# ------------------------------------------------------------------------------------------------ SLURM
+
+SLURM_PORT_RANGE = (10000, 65000)  # the rendezvous port on the job's first node (sam3's launcher range)
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Where a training section's SLURM job runs: its ``use_cluster`` keys (params.yaml names them the same in
+    ``train_stage1`` and ``train_stage2``)."""
+
+    num_gpus: int  # tasks (GPUs) per node
+    num_nodes: int
+    partition: str | None
+    account: str | None
+    qos: str | None
+    timeout_hour: int
+    cpus_per_task: int
+    mem_gb: int | None
+
+    @classmethod
+    def of(cls, section: Any) -> SlurmOptions:
+        return cls(**{name: getattr(section, name) for name in cls.__dataclass_fields__})
+
+
+class SlurmTask:
+    """What submitit runs on every task of the job: sets the DDP rendezvous from the SLURM job environment,
+    then calls ``entry(*args)``, which reads its rank from the environment. Preempted or timed out, the job
+    is requeued and the entry resumes from its own checkpoint."""
+
+    def __init__(self, entry: Callable[..., Any], *args: Any, port: int | None = None):
+        self.entry, self.args = entry, args
+        self.port = port or random.randint(*SLURM_PORT_RANGE)
+
+    def __call__(self) -> Any:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        os.environ.update(
+            MASTER_ADDR=env.hostnames[0],
+            MASTER_PORT=str(self.port),
+            RANK=str(env.global_rank),
+            LOCAL_RANK=str(env.local_rank),
+            WORLD_SIZE=str(env.num_tasks),
+        )
+        return self.entry(*self.args)
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def submit_to_slurm(task: SlurmTask, stage: str, run_dir: Path, options: SlurmOptions):
+    """Submit ``task`` as one SLURM job (one task per GPU on each node), say so, and return the submitit job.
+
+    Without ``sbatch`` on this machine, submitit's AutoExecutor runs the job locally (how the tests run it)."""
+    import submitit
+
+    folder = Path(run_dir) / "submitit_logs"
+    executor = submitit.AutoExecutor(folder=str(folder))
+    extra = {key: value for key, value in (("account", options.account), ("qos", options.qos)) if value}
+    parameters = dict(
+        timeout_min=60 * options.timeout_hour,
+        name=stage,
+        slurm_partition=options.partition,
+        gpus_per_node=options.num_gpus,
+        tasks_per_node=options.num_gpus,
+        cpus_per_task=options.cpus_per_task,
+        nodes=options.num_nodes,
+        slurm_additional_parameters=extra,
+    )
+    if options.mem_gb:
+        parameters["mem_gb"] = options.mem_gb
+    executor.update_parameters(**parameters)
+    job = executor.submit(task)
+    kind = "SLURM" if type(job).__name__.startswith("Slurm") else "local (no SLURM here)"
+    print(f"{stage}: submitted {kind} job {job.job_id}; waiting for it (logs: {folder})", file=sys.stderr, flush=True)
+    return job
+
+
+def rank_from_environment() -> tuple[int, int, int]:
+    """(global rank, local rank, world size) of this process, as ``SlurmTask`` or torchrun set them."""
+    return tuple(
+        int(os.environ.get(name, default)) for name, default in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1))
+    )

@@ -21,16 +21,21 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from factory_sam3 import layout
-from factory_sam3.device import resolve_device
+from factory_sam3.device import training_device
 from factory_sam3.errors import UserError
-from factory_sam3.training.common import free_port, save_checkpoint
+from factory_sam3.training.common import (
+    SlurmOptions,
+    SlurmTask,
+    free_port,
+    save_checkpoint,
+    submit_to_slurm,
+)
 from factory_sam3.training.stage1.config import RUNS_DIR, Stage1Settings, compose, config_hash, register_resolvers
 
 EXPORT_MODEL = "model.pt"
@@ -71,6 +76,14 @@ def make_trainer(**kwargs):  # the Hydra target; the class is built lazily (impo
 
 def _run_trainer(rank: int, world_size: int, port: int, cfg_container: dict) -> None:
     """One training process (rank ``rank`` of ``world_size`` on this node)."""
+    os.environ.update(
+        MASTER_ADDR="localhost", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size)
+    )
+    _start_trainer(cfg_container)
+
+
+def _start_trainer(cfg_container: dict) -> None:
+    """Build sam3's Trainer from the resolved config and run it; the DDP variables are already set."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -78,9 +91,6 @@ def _run_trainer(rank: int, world_size: int, port: int, cfg_container: dict) -> 
 
     sam3_compat.apply()
     register_resolvers()
-    os.environ.update(
-        MASTER_ADDR="localhost", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size)
-    )
     cfg = OmegaConf.create(cfg_container)
     if cfg.run.get("cpu_threads"):
         import torch
@@ -98,78 +108,13 @@ def _run_trainer(rank: int, world_size: int, port: int, cfg_container: dict) -> 
             dist.destroy_process_group()
 
 
-class _SlurmJob:
-    """Callable submitted through submitit: one task per GPU, ranks from the SLURM job environment."""
-
-    def __init__(self, cfg_container: dict, port: int):
-        self.cfg_container, self.port = cfg_container, port
-
-    def __call__(self) -> None:
-        import submitit
-        from hydra.utils import instantiate
-        from omegaconf import OmegaConf
-
-        from factory_sam3.models import sam3_compat
-
-        env = submitit.JobEnvironment()
-        os.environ.update(
-            MASTER_ADDR=env.hostnames[0],
-            MASTER_PORT=str(self.port),
-            RANK=str(env.global_rank),
-            LOCAL_RANK=str(env.local_rank),
-            WORLD_SIZE=str(env.num_tasks),
-        )
-        sam3_compat.apply()
-        register_resolvers()
-        instantiate(OmegaConf.create(self.cfg_container).trainer, _recursive_=False).run()
-
-    def checkpoint(self, *args, **kwargs):  # preempted: requeue; the Trainer resumes from checkpoint.pt
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self)
-
-
-def submit_slurm(cfg, settings: Stage1Settings):
-    """Submit to SLURM (sam3's launcher options); returns the submitit job."""
-    import submitit
-    from omegaconf import OmegaConf
-
-    sub = cfg.submitit
-    executor = submitit.AutoExecutor(folder=str(Path(cfg.run.run_dir) / "submitit_logs"))
-    extra = {}
-    if sub.account:
-        extra["account"] = sub.account
-    if sub.qos:
-        extra["qos"] = sub.qos
-    kwargs = dict(
-        timeout_min=60 * int(sub.timeout_hour),
-        name="train_stage1",
-        slurm_partition=sub.partition,
-        gpus_per_node=settings.train.num_gpus,
-        tasks_per_node=settings.train.num_gpus,
-        cpus_per_task=int(sub.cpus_per_task),
-        nodes=settings.train.num_nodes,
-        slurm_additional_parameters=extra,
-    )
-    if sub.mem_gb:
-        kwargs["mem_gb"] = int(sub.mem_gb)
-    executor.update_parameters(**kwargs)
-    port = random.randint(*sub.port_range)
-    return executor.submit(_SlurmJob(OmegaConf.to_container(cfg, resolve=True), port))
-
-
 def run_dir_for(cfg, settings: Stage1Settings, runs_dir: Path = RUNS_DIR) -> Path:
     return Path(runs_dir) / config_hash(cfg, settings.data_root, (settings.train_split, settings.val_split))
 
 
 def prepare(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int | None = None):
     """Compose + check everything that can fail before training (checkpoint, data, sizes)."""
-    # SLURM jobs run on GPU nodes: "auto" must not resolve to the submitting host's CPU
-    device = (
-        "cuda"
-        if settings.train.use_cluster and settings.model.device == "auto"
-        else resolve_device(settings.model.device)
-    )
+    device = training_device(settings.model.device, settings.train.use_cluster)
     if world_size is None:
         world_size = settings.train.num_gpus * (settings.train.num_nodes if settings.train.use_cluster else 1)
     if device == "cuda" and not settings.train.use_cluster:
@@ -210,10 +155,8 @@ def train(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int |
     container = OmegaConf.to_container(cfg, resolve=True)
     start = time.monotonic()
     if settings.train.use_cluster:
-        job = submit_slurm(cfg, settings)
-        kind = "SLURM" if type(job).__name__.startswith("Slurm") else "local (no SLURM here)"
-        print(f"train_stage1: submitted {kind} job {job.job_id}; waiting for it (logs: {run_dir}/submitit_logs)")
-        job.result()
+        task = SlurmTask(_start_trainer, container)
+        submit_to_slurm(task, "train_stage1", run_dir, SlurmOptions.of(settings.train)).results()
     elif world_size == 1:
         _run_trainer(0, 1, free_port(), container)
     else:

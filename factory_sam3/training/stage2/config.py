@@ -46,6 +46,14 @@ class Stage2Settings:
     eval_frames: int
     log_freq: int
     cpu_threads: int
+    use_cluster: bool  # submit to SLURM (submitit); the keys below say where
+    num_nodes: int
+    partition: str | None
+    account: str | None
+    qos: str | None
+    timeout_hour: int
+    cpus_per_task: int
+    mem_gb: int | None
 
     @classmethod
     def from_params(cls, params: dict, params_file: str | os.PathLike = config.PARAMS_FILE) -> Stage2Settings:
@@ -67,6 +75,9 @@ class Stage2Settings:
             "eval_frames",
             "log_freq",
             "cpu_threads",
+            "num_nodes",
+            "timeout_hour",
+            "cpus_per_task",
         ):
             if getattr(self, key) < 1:
                 raise Invalid(key, f"must be an integer >= 1, got {getattr(self, key)!r}")
@@ -90,5 +101,7 @@ class Stage2Settings:
         for key in ("lr_scale", "weight_decay", "grad_clip"):
             if getattr(self, key) < 0:
                 raise Invalid(key, f"must be a non-negative number, got {getattr(self, key)!r}")
+        if self.mem_gb is not None and self.mem_gb < 1:
+            raise Invalid("mem_gb", f"must be null (the cluster's default) or an integer >= 1, got {self.mem_gb!r}")
         if self.resolution is not None and self.resolution < 56:
             raise Invalid("resolution", f"must be null (Stage 1's) or an integer >= 56, got {self.resolution!r}")

@@ -43,7 +43,7 @@ def run(params_path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
             tracked.log_metrics({k: v for k, v in row.items() if k != "step" and v == v}, step=int(row["step"]))
 
         metrics = train.run(settings, model_params, on_log=live)
-        if settings.num_gpus > 1:  # DDP workers cannot log live: the per-step rows from the plot file
+        if not train.logs_live(settings):  # DDP workers and SLURM jobs cannot: the per-step rows from the plot file
             with train.PLOT_FILE.open() as handle:
                 for row in csv.DictReader(handle):
                     step = int(row.pop("step"))

@@ -33,12 +33,21 @@ import torch.distributed as dist
 from torch import nn
 
 from factory_sam3 import layout
-from factory_sam3.device import resolve_device
+from factory_sam3.device import training_device
 from factory_sam3.errors import UserError
 from factory_sam3.evaluation.metrics import region_similarity
 from factory_sam3.io import atomic_dir, atomic_file, file_md5, write_json
 from factory_sam3.models import video as video_models
-from factory_sam3.training.common import free_port, load_checkpoint, save_checkpoint, seed_torch
+from factory_sam3.training.common import (
+    SlurmOptions,
+    SlurmTask,
+    free_port,
+    load_checkpoint,
+    rank_from_environment,
+    save_checkpoint,
+    seed_torch,
+    submit_to_slurm,
+)
 from factory_sam3.training.stage2 import losses
 from factory_sam3.training.stage2.config import Stage2Settings
 from factory_sam3.training.stage2.data import ClipAugment, ClipSampler, Video, collate_clip, load_ytvis
@@ -94,9 +103,24 @@ def trunk_trains(model) -> bool:
     return any(p.requires_grad for p in model.neck.trunk.parameters())
 
 
+# settings that change how often it logs or saves, or where it runs, but not what it learns: not in the run key
+NOT_WHAT_IT_LEARNS = (
+    "save_freq",
+    "log_freq",
+    "cpu_threads",
+    "use_cluster",
+    "partition",
+    "account",
+    "qos",
+    "timeout_hour",
+    "cpus_per_task",
+    "mem_gb",
+)
+
+
 def run_key(settings: Stage2Settings, model_params: dict, inputs: list[Path], model_config: dict | None = None) -> str:
     payload = {
-        "settings": {k: v for k, v in asdict(settings).items() if k not in ("save_freq", "log_freq", "cpu_threads")},
+        "settings": {k: v for k, v in asdict(settings).items() if k not in NOT_WHAT_IT_LEARNS},
         "model": model_params,
         "architecture": model_config or {},
         "inputs": {str(p): file_md5(p) for p in inputs if p.is_file()},
@@ -334,19 +358,23 @@ def prepare_model(ctx: Context) -> tuple[video_models.Sam3VideoModel, dict]:
     return model.to(ctx.device), report
 
 
-def train_worker(rank: int, ctx: Context, port: int = 0) -> dict | None:
+def train_worker(rank: int, ctx: Context, port: int = 0, local_rank: int | None = None) -> dict | None:
+    """One training process: rank ``rank`` of ``ctx.world_size``, GPU ``local_rank`` of its node (default: the
+    rank, one node). ``port`` is the rendezvous on this host; 0 keeps the MASTER_ADDR/PORT already set (SLURM)."""
     ctx.rank = rank
+    local_rank = rank if local_rank is None else local_rank
     device = ctx.device
     if ctx.world_size > 1:
         backend = "nccl" if device == "cuda" else "gloo"
-        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+        if port:
+            os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
         dist.init_process_group(backend, rank=rank, world_size=ctx.world_size)
     if device == "cpu":
         # few threads: on a shared CPU, oversubscribed OpenMP threads made each step ~5x slower (measured)
         torch.set_num_threads(ctx.settings.cpu_threads)
     if device == "cuda":
-        torch.cuda.set_device(rank)
-        device = f"cuda:{rank}"
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
         ctx.device = device
     try:
         return _train(ctx)
@@ -515,6 +543,23 @@ def _spawn_entry(rank: int, ctx: Context, port: int) -> None:
         write_outputs(result, ctx)
 
 
+def _slurm_entry(ctx: Context) -> None:
+    """One task of a SLURM job (``common.SlurmTask`` set the rendezvous and ranks in the environment)."""
+    rank, local_rank, _ = rank_from_environment()
+    result = train_worker(rank, ctx, local_rank=local_rank)
+    if rank == 0 and result is not None:
+        write_outputs(result, ctx)
+
+
+def world_size_of(settings: Stage2Settings) -> int:
+    return settings.num_gpus * (settings.num_nodes if settings.use_cluster else 1)
+
+
+def logs_live(settings: Stage2Settings) -> bool:
+    """One process in this one: per-step metrics reach MLflow as they happen; otherwise from the plot file."""
+    return world_size_of(settings) == 1 and not settings.use_cluster
+
+
 def run(
     settings: Stage2Settings,
     model_params: dict,
@@ -527,8 +572,8 @@ def run(
     on_log: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train, export ``out_dir``, write the metrics and plot files; returns the metrics."""
-    device = resolve_device(model_params.get("device", "auto"))
-    if device == "cuda" and settings.num_gpus > torch.cuda.device_count():
+    device = training_device(model_params.get("device", "auto"), settings.use_cluster)
+    if device == "cuda" and not settings.use_cluster and settings.num_gpus > torch.cuda.device_count():
         raise UserError(
             f"'train_stage2.num_gpus' is {settings.num_gpus} but {torch.cuda.device_count()} GPUs are visible",
             "params.yaml",
@@ -542,10 +587,14 @@ def run(
         Path(out_dir),
         Path(runs_dir),
         device,
-        world_size=settings.num_gpus,
+        world_size=world_size_of(settings),
     )
     ctx.metrics_file, ctx.plot_file = Path(metrics_file), Path(plot_file)
-    ctx.on_log = on_log if settings.num_gpus == 1 else None
+    ctx.on_log = on_log if logs_live(settings) else None
+    if settings.use_cluster:
+        task = SlurmTask(_slurm_entry, ctx)
+        submit_to_slurm(task, STAGE, ctx.run_dir, SlurmOptions.of(settings)).results()
+        return json.loads(Path(metrics_file).read_text())
     if settings.num_gpus > 1:
         import torch.multiprocessing as mp
 
