@@ -3,7 +3,7 @@
 Stage 1's loop is sam3's Trainer (training.stage1), Stage 2's is ours (training.stage2); both write their
 resumable checkpoints with ``save_checkpoint`` (a kill mid-write leaves the previous one intact) and read them
 with ``load_checkpoint`` (tensors only: ``weights_only=True``), and both go to SLURM the same way:
-``submit_to_slurm`` with the section's ``SlurmOptions``, one task per GPU; ``SlurmTask`` gives each task its
+``submit_to_slurm`` with the section's ``LaunchSettings``, one task per GPU; ``SlurmTask`` gives each task its
 rank in the usual ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` variables.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from factory_sam3.config import Invalid
 from factory_sam3.io import atomic_file, load_torch_file
 
 
@@ -57,22 +58,30 @@ SLURM_PORT_RANGE = (10000, 65000)  # the rendezvous port on the job's first node
 
 
 @dataclass(frozen=True)
-class SlurmOptions:
-    """Where a training section's SLURM job runs: its ``use_cluster`` keys (params.yaml names them the same in
-    ``train_stage1`` and ``train_stage2``)."""
+class LaunchSettings:
+    """The keys ``train_stage1`` and ``train_stage2`` share for how a run is launched: processes per node, and
+    whether and where it goes to SLURM. Both sections' typed settings inherit these."""
 
-    num_gpus: int  # tasks (GPUs) per node
-    num_nodes: int
+    num_gpus: int  # processes (GPUs) per node; > 1 = DDP
+    use_cluster: bool  # submit to SLURM through submitit
+    num_nodes: int  # SLURM nodes
     partition: str | None
     account: str | None
     qos: str | None
     timeout_hour: int
     cpus_per_task: int
-    mem_gb: int | None
+    mem_gb: int | None  # None: the cluster's default
 
-    @classmethod
-    def of(cls, section: Any) -> SlurmOptions:
-        return cls(**{name: getattr(section, name) for name in cls.__dataclass_fields__})
+    @property
+    def world_size(self) -> int:
+        return self.num_gpus * (self.num_nodes if self.use_cluster else 1)
+
+    def check_launch(self) -> None:
+        for key in ("num_gpus", "num_nodes", "timeout_hour", "cpus_per_task"):
+            if getattr(self, key) < 1:
+                raise Invalid(key, f"must be an integer >= 1, got {getattr(self, key)!r}")
+        if self.mem_gb is not None and self.mem_gb < 1:
+            raise Invalid("mem_gb", f"must be null (the cluster's default) or an integer >= 1, got {self.mem_gb!r}")
 
 
 class SlurmTask:
@@ -103,7 +112,7 @@ class SlurmTask:
         return submitit.helpers.DelayedSubmission(self)
 
 
-def submit_to_slurm(task: SlurmTask, stage: str, run_dir: Path, options: SlurmOptions):
+def submit_to_slurm(task: SlurmTask, stage: str, run_dir: Path, options: LaunchSettings):
     """Submit ``task`` as one SLURM job (one task per GPU on each node), say so, and return the submitit job.
 
     Without ``sbatch`` on this machine, submitit's AutoExecutor runs the job locally (how the tests run it)."""

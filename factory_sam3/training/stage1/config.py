@@ -21,6 +21,7 @@ from factory_sam3 import config, layout
 from factory_sam3.config import PARAMS_FILE, Invalid, ModelParams
 from factory_sam3.errors import UserError
 from factory_sam3.io import file_md5
+from factory_sam3.training.common import LaunchSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO_ROOT / "configs" / "stage1"
@@ -30,7 +31,7 @@ RUNS_DIR = layout.runs_dir("train_stage1")
 
 
 @dataclass(frozen=True)
-class TrainStage1Params:
+class TrainStage1Params(LaunchSettings):  # + num_gpus, use_cluster, num_nodes, ... (SLURM)
     """The `train_stage1` section of params.yaml (values and comments there; no defaults here)."""
 
     lr_scale: float
@@ -52,17 +53,9 @@ class TrainStage1Params:
     scheduler_timescale: int
     log_freq: int
     cpu_threads: int
-    num_gpus: int
-    use_cluster: bool
-    num_nodes: int
-    partition: str | None
-    account: str | None
-    qos: str | None
-    timeout_hour: int
-    cpus_per_task: int
-    mem_gb: int | None
 
     def check(self) -> None:
+        self.check_launch()
         if self.lr_scale <= 0:
             raise Invalid("lr_scale", f"must be a positive number (got {self.lr_scale!r})")
         for key in (
@@ -71,11 +64,7 @@ class TrainStage1Params:
             "gradient_accumulation",
             "val_freq",
             "save_freq",
-            "num_gpus",
-            "num_nodes",
             "log_freq",
-            "timeout_hour",
-            "cpus_per_task",
             "max_ann_per_img",
         ):
             if getattr(self, key) < 1:

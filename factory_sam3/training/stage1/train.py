@@ -30,7 +30,6 @@ from factory_sam3 import layout
 from factory_sam3.device import training_device
 from factory_sam3.errors import UserError
 from factory_sam3.training.common import (
-    SlurmOptions,
     SlurmTask,
     free_port,
     save_checkpoint,
@@ -116,7 +115,7 @@ def prepare(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int
     """Compose + check everything that can fail before training (checkpoint, data, sizes)."""
     device = training_device(settings.model.device, settings.train.use_cluster)
     if world_size is None:
-        world_size = settings.train.num_gpus * (settings.train.num_nodes if settings.train.use_cluster else 1)
+        world_size = settings.train.world_size
     if device == "cuda" and not settings.train.use_cluster:
         import torch
 
@@ -156,7 +155,7 @@ def train(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int |
     start = time.monotonic()
     if settings.train.use_cluster:
         task = SlurmTask(_start_trainer, container)
-        submit_to_slurm(task, "train_stage1", run_dir, SlurmOptions.of(settings.train)).results()
+        submit_to_slurm(task, "train_stage1", run_dir, settings.train).results()
     elif world_size == 1:
         _run_trainer(0, 1, free_port(), container)
     else:

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 from factory_sam3 import config
 from factory_sam3.config import Invalid
+from factory_sam3.training.common import LaunchSettings
 
 SECTION = "train_stage2"
 PROMPTS = ("mask", "box", "points")  # what can prompt a clip's first frame (model.py draws one per clip)
 
 
 @dataclass(frozen=True)
-class Stage2Settings:
+class Stage2Settings(LaunchSettings):  # + num_gpus, use_cluster, num_nodes, ... (SLURM)
     lr_scale: float  # learning rate = base_lr[model.profile] x lr_scale
     base_lr: dict[str, float]
     steps: int  # optimiser steps
@@ -42,18 +43,9 @@ class Stage2Settings:
     augment: bool
     save_freq: int
     seed: int
-    num_gpus: int
     eval_frames: int
     log_freq: int
     cpu_threads: int
-    use_cluster: bool  # submit to SLURM (submitit); the keys below say where
-    num_nodes: int
-    partition: str | None
-    account: str | None
-    qos: str | None
-    timeout_hour: int
-    cpus_per_task: int
-    mem_gb: int | None
 
     @classmethod
     def from_params(cls, params: dict, params_file: str | os.PathLike = config.PARAMS_FILE) -> Stage2Settings:
@@ -62,6 +54,7 @@ class Stage2Settings:
         return config.from_mapping(cls, params, SECTION, params_file)
 
     def check(self) -> None:
+        self.check_launch()
         for key in (
             "steps",
             "grad_accum",
@@ -71,13 +64,9 @@ class Stage2Settings:
             "max_objects",
             "num_cond_frames",
             "save_freq",
-            "num_gpus",
             "eval_frames",
             "log_freq",
             "cpu_threads",
-            "num_nodes",
-            "timeout_hour",
-            "cpus_per_task",
         ):
             if getattr(self, key) < 1:
                 raise Invalid(key, f"must be an integer >= 1, got {getattr(self, key)!r}")
@@ -101,7 +90,5 @@ class Stage2Settings:
         for key in ("lr_scale", "weight_decay", "grad_clip"):
             if getattr(self, key) < 0:
                 raise Invalid(key, f"must be a non-negative number, got {getattr(self, key)!r}")
-        if self.mem_gb is not None and self.mem_gb < 1:
-            raise Invalid("mem_gb", f"must be null (the cluster's default) or an integer >= 1, got {self.mem_gb!r}")
         if self.resolution is not None and self.resolution < 56:
             raise Invalid("resolution", f"must be null (Stage 1's) or an integer >= 56, got {self.resolution!r}")

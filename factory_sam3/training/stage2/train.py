@@ -39,7 +39,6 @@ from factory_sam3.evaluation.metrics import region_similarity
 from factory_sam3.io import atomic_dir, atomic_file, file_md5, write_json
 from factory_sam3.models import video as video_models
 from factory_sam3.training.common import (
-    SlurmOptions,
     SlurmTask,
     free_port,
     load_checkpoint,
@@ -551,13 +550,9 @@ def _slurm_entry(ctx: Context) -> None:
         write_outputs(result, ctx)
 
 
-def world_size_of(settings: Stage2Settings) -> int:
-    return settings.num_gpus * (settings.num_nodes if settings.use_cluster else 1)
-
-
 def logs_live(settings: Stage2Settings) -> bool:
     """One process in this one: per-step metrics reach MLflow as they happen; otherwise from the plot file."""
-    return world_size_of(settings) == 1 and not settings.use_cluster
+    return settings.world_size == 1 and not settings.use_cluster
 
 
 def run(
@@ -587,13 +582,13 @@ def run(
         Path(out_dir),
         Path(runs_dir),
         device,
-        world_size=world_size_of(settings),
+        world_size=settings.world_size,
     )
     ctx.metrics_file, ctx.plot_file = Path(metrics_file), Path(plot_file)
     ctx.on_log = on_log if logs_live(settings) else None
     if settings.use_cluster:
         task = SlurmTask(_slurm_entry, ctx)
-        submit_to_slurm(task, STAGE, ctx.run_dir, SlurmOptions.of(settings)).results()
+        submit_to_slurm(task, STAGE, ctx.run_dir, settings).results()
         return json.loads(Path(metrics_file).read_text())
     if settings.num_gpus > 1:
         import torch.multiprocessing as mp
