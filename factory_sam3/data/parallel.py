@@ -6,6 +6,7 @@ each caller estimates its work and asks ``worth_a_pool``. Results never depend o
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 
@@ -29,14 +30,25 @@ def worth_a_pool(workers: int, seconds: float) -> bool:
     return workers > 1 and seconds >= POOL_MIN_SECONDS
 
 
+@contextlib.contextmanager
 def process_pool(workers: int, initializer=None, preload: tuple[str, ...] = ()):
-    """A process pool whose workers start from a clean server process ("forkserver"), not from a fork of
-    this one: forking a process in which OpenCV (or torch, or any library) already started threads can
-    deadlock the children. The server imports ``preload`` (the caller's module first) once, so workers
-    start fast."""
+    """A process pool (a context manager) whose workers start from a clean server process ("forkserver"), not
+    from a fork of this one: forking a process in which OpenCV (or torch, or any library) already started
+    threads can deadlock the children. The server imports ``preload`` (the caller's module first) once, so
+    workers start fast. Done, the workers are let finish and joined (``Pool.__exit__`` would kill them, which
+    leaves their semaphores for Python to warn about at exit); on an error they are stopped at once."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(preload))
     else:
         context = multiprocessing.get_context("spawn")
-    return context.Pool(workers, initializer=initializer)
+    pool = context.Pool(workers, initializer=initializer)
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()

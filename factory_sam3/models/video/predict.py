@@ -22,7 +22,8 @@ def preprocess_frames(frames: list[np.ndarray], size: int, device) -> torch.Tens
         arr = np.asarray(frame)
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise ValueError(f"frame {i}: expected an HxWx3 uint8 RGB array, got {arr.shape} {arr.dtype}")
-        out.append(torch.from_numpy(arr).permute(2, 0, 1))
+        # decoded frames may be read-only views: copy those rather than hand torch memory it must not write
+        out.append(torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1))
     images = torch.stack(out).to(device=device, dtype=torch.float32) / 255.0
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor(IMAGE_MEAN, device=device).view(1, 3, 1, 1)
