@@ -36,6 +36,10 @@ runs/<stage>/<hash>/  (git-ignored scratch: resumable checkpoints and trainer lo
 
 from pathlib import Path
 
+# the checkout this package is installed from (editable: `pip install -e .`): for the files that live in git
+# (configs/, models/pretrained/, pretrain/) wherever the process runs; the stages' own paths are relative
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 DATA = Path("data")
 RAW = DATA / "raw"
 # the user's own data, tracked by DVC (`dvc add` / `dvc import-url`); the fetch stage depends on the folder

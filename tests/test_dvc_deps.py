@@ -25,11 +25,11 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def imported_names(path: Path, module: str) -> set[str]:
-    """Module names ``path`` (the module ``module``) imports anywhere in its body."""
+def imported_names(path: Path, module: str, tree: ast.AST | None = None) -> set[str]:
+    """Module names ``path`` (the module ``module``) imports anywhere in its body (or in ``tree``, a part of it)."""
     names: set[str] = set()
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree or ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -45,9 +45,9 @@ def imported_names(path: Path, module: str) -> set[str]:
     return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
 
 
-def reached_files(script: Path) -> set[Path]:
-    """The package files a stage script runs when it imports what it imports (transitively)."""
-    todo, seen, files = list(imported_names(script, "__main__")), set(), set()
+def reached_files(script: Path, names: set[str] | None = None) -> set[Path]:
+    """The package files a stage script runs when it imports what it imports (or ``names``), transitively."""
+    todo, seen, files = list(imported_names(script, "__main__") if names is None else names), set(), set()
     while todo:
         name = todo.pop()
         if name in seen:
@@ -106,3 +106,31 @@ def test_data_stages_depend_on_nothing_they_do_not_import(stage):
         and not any(r == dep or r.startswith(dep + "/") for r in reached)
     ]
     assert not extra, f"dvc.yaml stage {stage} depends on modules it does not import: {extra}"
+
+
+# pretrain/dvc.yaml: every stage runs `python stage.py <stage>`, which calls the function of that name in
+# factory_sam3/pretrain/stages.py; what that function imports (and the module's top level) is what the stage runs
+PRETRAIN = REPO / "pretrain"
+PRETRAIN_STAGES = yaml.safe_load((PRETRAIN / "dvc.yaml").read_text())["stages"]
+STAGES_MODULE = "factory_sam3.pretrain.stages"
+
+
+def pretrain_stage_files(stage: str) -> set[Path]:
+    path = module_file(STAGES_MODULE)
+    tree = ast.parse(path.read_text(), str(path))
+    top = ast.Module(body=[n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))], type_ignores=[])
+    (function,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == stage]
+    names = imported_names(path, STAGES_MODULE, top) | imported_names(path, STAGES_MODULE, function)
+    names |= {n for n in imported_names(PRETRAIN / "stage.py", "__main__") if not n.startswith(STAGES_MODULE)}
+    # the helpers of stages.py the function calls import nothing lazily (checked: only the stage functions do)
+    return reached_files(PRETRAIN / "stage.py", names) | {path}
+
+
+@pytest.mark.parametrize("stage", sorted(PRETRAIN_STAGES))
+def test_pretraining_deps_cover_the_modules_the_stage_runs(stage):
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in PRETRAIN_STAGES[stage]["deps"]]
+    as_repo_paths = [(PRETRAIN / d).resolve().relative_to(REPO).as_posix() for d in deps]
+    missing = sorted(
+        p.relative_to(REPO).as_posix() for p in pretrain_stage_files(stage) if not covered(p, as_repo_paths)
+    )
+    assert not missing, f"pretrain/dvc.yaml stage {stage} runs these but does not depend on them: {missing}"

@@ -306,12 +306,8 @@ def check_coco_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> d
     annotated_images = set()
     for ann in annotations.values():
         record = f"annotation {ann['id']}"
-        image = images.get(ann["image_id"])
+        image = referenced(path, record, ann, "image", images, categories, report)
         if image is None:
-            report.error(path, record, f"refers to missing image {ann['image_id']}")
-            continue
-        if ann["category_id"] not in categories:
-            report.error(path, record, f"refers to missing category {ann['category_id']}")
             continue
         check_instance(
             path, record, ann["segmentation"], ann["bbox"], ann["area"], image["width"], image["height"], report
@@ -331,6 +327,20 @@ def check_coco_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> d
 
 
 # --------------------------------------------------------------------------- YTVIS
+
+
+def referenced(
+    path: Path, record: str, ann: dict, kind: str, parents: dict, categories: dict, report: Report
+) -> dict | None:
+    """The image or video (``kind``) an annotation is on, when it and the annotation's category exist; else an
+    error in the report and None."""
+    parent = parents.get(ann[f"{kind}_id"])
+    if parent is None:
+        report.error(path, record, f"refers to missing {kind} {ann[f'{kind}_id']}")
+    elif ann["category_id"] not in categories:
+        report.error(path, record, f"refers to missing category {ann['category_id']}")
+        return None
+    return parent
 
 
 def check_ytvis_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> tuple[dict | None, dict]:
@@ -363,12 +373,8 @@ def check_ytvis_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> 
     annotated_frames = 0
     for track in tracks.values():
         record = f"annotation {track['id']}"
-        video = videos.get(track["video_id"])
+        video = referenced(path, record, track, "video", videos, categories, report)
         if video is None:
-            report.error(path, record, f"refers to missing video {track['video_id']}")
-            continue
-        if track["category_id"] not in categories:
-            report.error(path, record, f"refers to missing category {track['category_id']}")
             continue
         n = len(video["file_names"])
         lengths = {k: len(track[k]) for k in ("segmentations", "bboxes", "areas")}

@@ -82,19 +82,22 @@ def _decode(segmentation, height: int, width: int, file: Path, record: str) -> n
 # ---------------------------------------------------------------------------------------------- images
 
 
+def first_records(data: dict, kind: str, limit: int, ann_file: Path) -> tuple[dict, list[dict]]:
+    """``data`` restricted to its first ``limit`` ``kind`` records by id (0 = all: "images" of a COCO file,
+    "videos" of a YTVIS one) and the annotations on them; and those records. None is an error naming the file."""
+    records = sorted(data[kind], key=lambda record: record["id"])
+    if limit:
+        records = records[:limit]
+    if not records:
+        raise UserError(f"the test split has no {kind}", ann_file)
+    keep, link = {record["id"] for record in records}, {"images": "image_id", "videos": "video_id"}[kind]
+    return dict(data, **{kind: records, "annotations": [a for a in data["annotations"] if a[link] in keep]}), records
+
+
 def load_coco_split(split_dir: str | Path, max_images: int = 0) -> tuple[dict, list[dict]]:
     """The COCO JSON of a split (restricted to the first ``max_images`` images by id) and those images."""
-    split_dir = Path(split_dir)
-    ann_file = split_dir / COCO_ANNOTATIONS
-    data = coco_format.read(ann_file)
-    images = sorted(data["images"], key=lambda im: im["id"])
-    if max_images:
-        images = images[:max_images]
-    if not images:
-        raise UserError("the test split has no images", ann_file)
-    keep = {im["id"] for im in images}
-    data = dict(data, images=images, annotations=[a for a in data["annotations"] if a["image_id"] in keep])
-    return data, images
+    ann_file = Path(split_dir) / COCO_ANNOTATIONS
+    return first_records(coco_format.read(ann_file), "images", max_images, ann_file)
 
 
 def evaluate_images(predict_image: PredictImage, split_dir: str | Path, settings: EvalSettings) -> dict[str, Any]:
@@ -204,17 +207,9 @@ def _mask_bbox(mask: np.ndarray) -> list[float]:
 
 
 def load_ytvis_split(split_dir: str | Path, max_videos: int = 0) -> tuple[dict, list[dict]]:
-    split_dir = Path(split_dir)
-    ann_file = split_dir / YTVIS_ANNOTATIONS
-    data = ytvis_format.read(ann_file)
-    videos = sorted(data["videos"], key=lambda v: v["id"])
-    if max_videos:
-        videos = videos[:max_videos]
-    if not videos:
-        raise UserError("the test split has no videos", ann_file)
-    keep = {v["id"] for v in videos}
-    data = dict(data, videos=videos, annotations=[a for a in data["annotations"] if a["video_id"] in keep])
-    return data, videos
+    """The YTVIS JSON of a split (restricted to the first ``max_videos`` videos by id) and those videos."""
+    ann_file = Path(split_dir) / YTVIS_ANNOTATIONS
+    return first_records(ytvis_format.read(ann_file), "videos", max_videos, ann_file)
 
 
 def evaluate_videos(track: Track, split_dir: str | Path, settings: EvalSettings) -> dict[str, Any]:

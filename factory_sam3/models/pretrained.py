@@ -23,8 +23,8 @@ import torch
 
 from factory_sam3.errors import UserError
 from factory_sam3.io import load_torch_file
+from factory_sam3.layout import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_WEIGHTS = REPO_ROOT / "models" / "pretrained" / "tiny_sam3.pt"
 TINY_INFO = TINY_WEIGHTS.with_suffix(".json")
 # tests and benchmarks that need the untrained model (e.g. to measure what pretraining adds) set this

@@ -25,7 +25,7 @@ from typing import Any
 from factory_sam3.config import load as load_params
 from factory_sam3.errors import UserError
 from factory_sam3.io import atomic_dir, atomic_file, write_json
-from factory_sam3.models.pretrained import REPO_ROOT
+from factory_sam3.layout import REPO_ROOT
 
 PRETRAIN = REPO_ROOT / "pretrain"
 PARAMS = PRETRAIN / "params.yaml"

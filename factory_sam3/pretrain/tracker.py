@@ -35,6 +35,7 @@ from factory_sam3.errors import UserError
 from factory_sam3.io import load_torch_file
 from factory_sam3.models import video as video_models
 from factory_sam3.pretrain import generic
+from factory_sam3.training.common import progress_line
 from factory_sam3.training.stage2 import losses
 from factory_sam3.training.stage2.data import ClipBatch
 from factory_sam3.training.stage2.model import ClipForward, ForwardOptions
@@ -263,13 +264,8 @@ def train(
             window = []
             log_metrics(mean, done)
             rate = (time.monotonic() - began) / max(1, done - start)
-            eta = rate * (settings.steps - done)
-            print(
-                f"pretrain tracker: step {done}/{settings.steps}  loss {mean['loss']:.3f}  dice {mean['dice']:.3f}  "
-                f"{rate:.2f} s/step  ETA {int(eta) // 60}:{int(eta) % 60:02d}",
-                file=sys.stderr,
-                flush=True,
-            )
+            values = f"loss {mean['loss']:.3f}  dice {mean['dice']:.3f}"
+            print(progress_line("pretrain tracker", done, settings.steps, rate, values), file=sys.stderr, flush=True)
         if settings.eval_every and (done % settings.eval_every == 0 or done == settings.steps):
             evals.append({"step": done, **evaluate_tracking(model, held)})
             model.train()

@@ -21,9 +21,9 @@ from factory_sam3 import config, layout
 from factory_sam3.config import PARAMS_FILE, Invalid, ModelParams
 from factory_sam3.errors import UserError
 from factory_sam3.io import file_md5
+from factory_sam3.layout import REPO_ROOT
 from factory_sam3.training.common import LaunchSettings
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO_ROOT / "configs" / "stage1"
 REPO_PARAMS = REPO_ROOT / "params.yaml"
 CONFIG_NAME = "train"

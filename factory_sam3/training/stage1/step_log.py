@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from factory_sam3.training.common import progress_line
+
 STEP_LOSS_PREFIX = "Step_Losses/Losses/train_all_loss"
 STEPS_FILE = "steps.csv"
 
@@ -27,11 +29,6 @@ def _rank() -> int:
 
 def _float(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
-
-
-def _eta(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 class StepLogger:
@@ -108,10 +105,10 @@ class StepLogger:
             return
         elapsed = time.monotonic() - self._start
         rate = elapsed / max(1, step - self._first_step) if step > self._first_step else 0.0
-        total = f"/{self.total_steps}" if self.total_steps else ""
-        eta = f"  ETA {_eta(rate * (self.total_steps - done))}" if self.total_steps and rate else ""
         print(
-            f"train_stage1: step {done}{total}  loss {loss:.4f}  {rate:.2f} s/step{eta}", file=self.stream, flush=True
+            progress_line("train_stage1", done, self.total_steps, rate, f"loss {loss:.4f}"),
+            file=self.stream,
+            flush=True,
         )
 
 

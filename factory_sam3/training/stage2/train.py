@@ -42,6 +42,7 @@ from factory_sam3.training.common import (
     SlurmTask,
     free_port,
     load_checkpoint,
+    progress_line,
     rank_from_environment,
     save_checkpoint,
     seed_torch,
@@ -477,12 +478,8 @@ def _train(ctx: Context) -> dict | None:
                 ctx.on_log({"step": done, **_mean_dict([{k: v for k, v in r.items() if k != "step"} for r in window])})
             elapsed = time.monotonic() - loop_start
             rate = elapsed / max(1, done - start_step)
-            eta = rate * (settings.steps - done)
             print(
-                f"{STAGE}: step {done}/{settings.steps}  loss {row['loss']:.4f}  {rate:.2f} s/step  "
-                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}",
-                file=sys.stderr,
-                flush=True,
+                progress_line(STAGE, done, settings.steps, rate, f"loss {row['loss']:.4f}"), file=sys.stderr, flush=True
             )
         if is_main and (done % settings.save_freq == 0 or done == settings.steps):
             save_training_state(ckpt_path, model, optimizer, scheduler, done, history, key)
