@@ -345,6 +345,11 @@ def test_submitit_launcher_trains_the_same_model(tmp_path, dataset, stage1, monk
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
     keys = [{p.parent.name for p in (tmp_path / run / "runs").glob("*/last.pt")} for run in ("direct", "slurm")]
     assert keys[0] == keys[1] and len(keys[0]) == 1  # where it runs is not what it learns: one run key
+    # a job that fails (here: no training videos) is one error with the job's own message and its logs
+    empty = tmp_path / "empty_ytvis"
+    (empty / "train").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"SLURM job \S+ failed: .*no training videos.*its logs: "):
+        _run(tmp_path / "failing", empty, stage1, _settings(steps=2, use_cluster=True))
 
 
 def test_tracker_state_dict_matches_upstream_tracker_keys():

@@ -3,7 +3,7 @@
 Stage 1's loop is sam3's Trainer (training.stage1), Stage 2's is ours (training.stage2); both write their
 resumable checkpoints with ``save_checkpoint`` (a kill mid-write leaves the previous one intact) and read them
 with ``load_checkpoint`` (tensors only: ``weights_only=True``), and both go to SLURM the same way:
-``submit_to_slurm`` with the section's ``LaunchSettings``, one task per GPU; ``SlurmTask`` gives each task its
+``run_on_slurm`` with the section's ``LaunchSettings``, one task per GPU; ``SlurmTask`` gives each task its
 rank in the usual ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` variables.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import sys
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from factory_sam3.config import Invalid
+from factory_sam3.errors import UserError
 from factory_sam3.io import atomic_file, load_torch_file
 
 
@@ -122,10 +124,35 @@ class SlurmTask:
         return submitit.helpers.DelayedSubmission(self)
 
 
-def submit_to_slurm(task: SlurmTask, stage: str, run_dir: Path, options: LaunchSettings):
-    """Submit ``task`` as one SLURM job (one task per GPU on each node), say so, and return the submitit job.
+def run_on_slurm(task: SlurmTask, stage: str, run_dir: Path, options: LaunchSettings) -> list[Any]:
+    """Submit ``task`` as one SLURM job (one task per GPU on each node), say so, wait for it and return what
+    every task returned. A failed task is one error with its last line (the job's own error: a UserError's
+    message, say) and the folder of its logs, not submitit's traceback.
 
     Without ``sbatch`` on this machine, submitit's AutoExecutor runs the job locally (how the tests run it)."""
+    from submitit.core.utils import UncompletedJobError
+
+    job = _submit(task, stage, run_dir, options)
+    try:
+        return job.results()
+    except UncompletedJobError as err:  # also FailedJobError: the job raised, ran out of time or was killed
+        cause = job_error(str(err))
+        raise UserError(
+            f"{stage}: SLURM job {job.job_id} failed: {cause} (its logs: {job.paths.folder})", run_dir
+        ) from None
+
+
+def job_error(report: str) -> str:
+    """The exception line of the job's traceback in submitit's report (a UserError: its message alone); without
+    one (the job was killed or timed out), the report's first line."""
+    raised = re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)): (.*)$", report, re.MULTILINE)
+    if not raised:
+        return report.strip().splitlines()[0] if report.strip() else "no report"
+    kind, message = raised[-1]
+    return message if kind.endswith("UserError") else f"{kind.rsplit('.', 1)[-1]}: {message}"
+
+
+def _submit(task: SlurmTask, stage: str, run_dir: Path, options: LaunchSettings):
     import submitit
 
     folder = Path(run_dir) / "submitit_logs"

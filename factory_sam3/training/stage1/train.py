@@ -32,8 +32,8 @@ from factory_sam3.errors import UserError
 from factory_sam3.training.common import (
     SlurmTask,
     free_port,
+    run_on_slurm,
     save_checkpoint,
-    submit_to_slurm,
 )
 from factory_sam3.training.stage1.config import RUNS_DIR, Stage1Settings, compose, config_hash, register_resolvers
 
@@ -155,7 +155,7 @@ def train(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int |
     start = time.monotonic()
     if settings.train.use_cluster:
         task = SlurmTask(_start_trainer, container)
-        submit_to_slurm(task, "train_stage1", run_dir, settings.train).results()
+        run_on_slurm(task, "train_stage1", run_dir, settings.train)
     elif world_size == 1:
         _run_trainer(0, 1, free_port(), container)
     else:

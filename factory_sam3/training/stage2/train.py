@@ -44,9 +44,9 @@ from factory_sam3.training.common import (
     load_checkpoint,
     progress_line,
     rank_from_environment,
+    run_on_slurm,
     save_checkpoint,
     seed_torch,
-    submit_to_slurm,
 )
 from factory_sam3.training.stage2 import losses
 from factory_sam3.training.stage2.config import Stage2Settings
@@ -585,7 +585,7 @@ def run(
     ctx.on_log = on_log if logs_live(settings) else None
     if settings.use_cluster:
         task = SlurmTask(_slurm_entry, ctx)
-        submit_to_slurm(task, STAGE, ctx.run_dir, settings).results()
+        run_on_slurm(task, STAGE, ctx.run_dir, settings)
         return json.loads(Path(metrics_file).read_text())
     if settings.num_gpus > 1:
         import torch.multiprocessing as mp
