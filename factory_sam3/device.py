@@ -14,17 +14,23 @@ from factory_sam3.errors import UserError
 
 
 def resolve_device(
-    requested: str | None, key: str = "model.device", params_file: str | os.PathLike = PARAMS_FILE
+    requested: str | None,
+    key: str = "model.device",
+    params_file: str | os.PathLike = PARAMS_FILE,
+    gpus_elsewhere: bool = False,
 ) -> str:
+    """``gpus_elsewhere``: the model runs on other machines' GPUs (a SLURM job), so ``auto`` means ``cuda`` and
+    no GPU has to be visible here."""
     import torch
 
     requested = (requested or "auto").lower()
+    gpu_here = gpus_elsewhere or torch.cuda.is_available()
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if gpu_here else "cpu"
     problem = device_problem(requested)
     if problem:
         raise UserError(f"'{key}' {problem}", params_file)
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+    if requested.startswith("cuda") and not gpu_here:
         raise UserError(f"'{key}' is {requested!r} but no CUDA GPU is visible here (use auto or cpu)", params_file)
     return requested
 
@@ -32,15 +38,9 @@ def resolve_device(
 def training_device(
     requested: str | None, use_cluster: bool, key: str = "model.device", params_file: str | os.PathLike = PARAMS_FILE
 ) -> str:
-    """The device a training run uses. Submitted to SLURM it runs on the cluster's GPU nodes, so there ``auto``
+    """The device a training run uses: submitted to SLURM it runs on the cluster's GPU nodes, so there ``auto``
     (and ``cuda``) mean the GPU whatever the submitting host has; ``cpu`` stays the CPU."""
-    if not use_cluster:
-        return resolve_device(requested, key, params_file)
-    requested = (requested or "auto").lower()
-    problem = device_problem(requested)
-    if problem:
-        raise UserError(f"'{key}' {problem}", params_file)
-    return "cuda" if requested == "auto" else requested
+    return resolve_device(requested, key, params_file, gpus_elsewhere=use_cluster)
 
 
 def device_name(device: str) -> str:

@@ -282,6 +282,20 @@ def check_image_refs(refs: list[ImageRef], workers: int, progress: bool, report:
     return sizes
 
 
+def referenced(
+    path: Path, record: str, ann: dict, kind: str, parents: dict, categories: dict, report: Report
+) -> dict | None:
+    """The image or video (``kind``) an annotation is on, when it and the annotation's category exist; else an
+    error in the report and None."""
+    parent = parents.get(ann[f"{kind}_id"])
+    if parent is None:
+        report.error(path, record, f"refers to missing {kind} {ann[f'{kind}_id']}")
+    elif ann["category_id"] not in categories:
+        report.error(path, record, f"refers to missing category {ann['category_id']}")
+        return None
+    return parent
+
+
 # --------------------------------------------------------------------------- COCO
 
 
@@ -327,20 +341,6 @@ def check_coco_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> d
 
 
 # --------------------------------------------------------------------------- YTVIS
-
-
-def referenced(
-    path: Path, record: str, ann: dict, kind: str, parents: dict, categories: dict, report: Report
-) -> dict | None:
-    """The image or video (``kind``) an annotation is on, when it and the annotation's category exist; else an
-    error in the report and None."""
-    parent = parents.get(ann[f"{kind}_id"])
-    if parent is None:
-        report.error(path, record, f"refers to missing {kind} {ann[f'{kind}_id']}")
-    elif ann["category_id"] not in categories:
-        report.error(path, record, f"refers to missing category {ann['category_id']}")
-        return None
-    return parent
 
 
 def check_ytvis_split(split_dir: Path, report: Report, refs: list[ImageRef]) -> tuple[dict | None, dict]:

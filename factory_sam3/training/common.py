@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from factory_sam3.config import Invalid
+from factory_sam3.config import Invalid, params_file
 from factory_sam3.errors import UserError
 from factory_sam3.io import atomic_file, load_torch_file
 
@@ -177,8 +177,19 @@ def _submit(task: SlurmTask, stage: str, run_dir: Path, options: LaunchSettings)
     return job
 
 
-def rank_from_environment() -> tuple[int, int, int]:
-    """(global rank, local rank, world size) of this process, as ``SlurmTask`` or torchrun set them."""
-    return tuple(
-        int(os.environ.get(name, default)) for name, default in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1))
-    )
+def rank_from_environment() -> tuple[int, int]:
+    """(global rank, local rank) of this process, as ``SlurmTask`` (or torchrun) set them."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def require_visible_gpus(settings: LaunchSettings, device: str, section: str) -> None:
+    """A local run on GPUs needs ``num_gpus`` of them visible here (a SLURM job gets its own on its nodes)."""
+    if not device.startswith("cuda") or settings.use_cluster:
+        return
+    import torch
+
+    visible = torch.cuda.device_count()
+    if settings.num_gpus > visible:
+        raise UserError(
+            f"'{section}.num_gpus' is {settings.num_gpus} but {visible} GPU(s) are visible", params_file(settings)
+        )

@@ -231,14 +231,6 @@ def compose(
             cfg.scratch.loss.loss_fn_semantic_seg = cfg.scratch.semantic_loss
         cfg.launcher.gpus_per_node = world_size if device == "cuda" or world_size > 1 else 1
         cfg.launcher.num_nodes = settings.train.num_nodes
-        sub = cfg.submitit
-        sub.use_cluster = settings.train.use_cluster
-        sub.partition, sub.account, sub.qos = settings.train.partition, settings.train.account, settings.train.qos
-        sub.timeout_hour, sub.cpus_per_task, sub.mem_gb = (
-            settings.train.timeout_hour,
-            settings.train.cpus_per_task,
-            settings.train.mem_gb,
-        )
     OmegaConf.resolve(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))  # fail early on bad values
     return cfg
 
@@ -268,7 +260,6 @@ def config_hash(cfg, data_root: str, splits: tuple[str, ...]) -> str:
 
     container = OmegaConf.to_container(cfg, resolve=False)
     container["run"].pop("run_dir", None)
-    container["submitit"] = None  # where it runs does not change what it learns
     container["model_definition"] = model_definition(str(cfg.profile.name))
     digest = hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode())
     for split in splits:

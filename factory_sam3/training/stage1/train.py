@@ -28,10 +28,10 @@ from typing import Any
 
 from factory_sam3 import layout
 from factory_sam3.device import training_device
-from factory_sam3.errors import UserError
 from factory_sam3.training.common import (
     SlurmTask,
     free_port,
+    require_visible_gpus,
     run_on_slurm,
     save_checkpoint,
 )
@@ -116,15 +116,7 @@ def prepare(settings: Stage1Settings, runs_dir: Path = RUNS_DIR, world_size: int
     device = training_device(settings.model.device, settings.train.use_cluster)
     if world_size is None:
         world_size = settings.train.world_size
-    if device == "cuda" and not settings.train.use_cluster:
-        import torch
-
-        if settings.train.num_gpus > torch.cuda.device_count():
-            raise UserError(
-                f"train_stage1.num_gpus is {settings.train.num_gpus} but {torch.cuda.device_count()} "
-                "GPU(s) are visible",
-                "params.yaml",
-            )
+    require_visible_gpus(settings.train, device, "train_stage1")
     checkpoint = None
     if settings.model.profile == "sam3":
         from factory_sam3.models.build import load_state_dict_file, resolve_checkpoint

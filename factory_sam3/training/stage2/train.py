@@ -44,6 +44,7 @@ from factory_sam3.training.common import (
     load_checkpoint,
     progress_line,
     rank_from_environment,
+    require_visible_gpus,
     run_on_slurm,
     save_checkpoint,
     seed_torch,
@@ -541,7 +542,7 @@ def _spawn_entry(rank: int, ctx: Context, port: int) -> None:
 
 def _slurm_entry(ctx: Context) -> None:
     """One task of a SLURM job (``common.SlurmTask`` set the rendezvous and ranks in the environment)."""
-    rank, local_rank, _ = rank_from_environment()
+    rank, local_rank = rank_from_environment()
     result = train_worker(rank, ctx, local_rank=local_rank)
     if rank == 0 and result is not None:
         write_outputs(result, ctx)
@@ -565,11 +566,7 @@ def run(
 ) -> dict:
     """Train, export ``out_dir``, write the metrics and plot files; returns the metrics."""
     device = training_device(model_params.get("device", "auto"), settings.use_cluster)
-    if device == "cuda" and not settings.use_cluster and settings.num_gpus > torch.cuda.device_count():
-        raise UserError(
-            f"'train_stage2.num_gpus' is {settings.num_gpus} but {torch.cuda.device_count()} GPUs are visible",
-            "params.yaml",
-        )
+    require_visible_gpus(settings, device, STAGE)
     video_models.stage1_weights_file(stage1_dir)  # a clear error before anything starts
     ctx = Context(
         settings,
